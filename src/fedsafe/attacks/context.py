@@ -1,0 +1,59 @@
+"""What an attack job gets: the trained cell as deployed, loaded once and shared by every attack."""
+
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+
+import torch
+
+from fedsafe.data.prepare import PreparedData, load_prepared
+from fedsafe.defenses.base import Defense, build_defense
+from fedsafe.models import build_model
+
+
+@dataclass
+class AttackContext:
+    spec: dict  # the cell's train spec (dataset, defense, noise, seed, federation, ...)
+    data: PreparedData
+    weights: dict  # final global model
+    checkpoints: dict  # round -> global weights, for update-based attacks
+    train_result: dict
+    device: str = "cpu"
+    defense: Defense = field(init=False)
+
+    def __post_init__(self):
+        s = self.spec
+        self.defense = build_defense(s["parts"], s["noise"], s["options"], s["seed"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec["seed"])
+
+    def new_model(self, weights: dict | None = None) -> torch.nn.Module:
+        m = self.data.manifest
+        model = build_model(self.spec["model"], m["channels"], len(m["class_names"]),
+                            m["image_size"])
+        model.load_state_dict(self.weights if weights is None else weights)
+        return model.to(self.device).eval()
+
+    def client_copies(self, draw: int = 0) -> list[torch.nn.Module]:
+        """The final global model as each client receives it (after any downlink defense).
+        `draw` picks a fresh noise draw, for evaluating randomised defenses over many draws."""
+        rnd = int(self.spec["federation"]["rounds"]) + 1 + draw
+        return [self.new_model(self.defense.downlink(self.weights, rnd, c))
+                for c in range(len(self.data.clients))]
+
+
+def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
+                 device: str = "cpu") -> AttackContext:
+    # weights_only: checkpoints are plain tensors, never pickled code
+    weights = torch.load(train_dir / "model.pt", map_location=device, weights_only=True)
+    checkpoints = torch.load(train_dir / "checkpoints.pt", map_location=device, weights_only=True)
+    return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device)
+
+
+def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:
+    from fedsafe.attacks import ATTACKS
+
+    module, fn = ATTACKS[kind].impl.split(":")
+    return getattr(import_module(module), fn)(ctx, options)

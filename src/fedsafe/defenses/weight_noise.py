@@ -1,0 +1,21 @@
+"""Fed-Safe's "distributed noise": Gaussian N(0, sigma^2) on every weight in transit.
+
+Uplink: on the weights a client sends (equivalently on its update, since the sender's starting
+weights are fixed). Downlink: each client receives its own independently noised copy of the global
+model. No clipping and no accountant, so there is no formal privacy guarantee.
+"""
+
+from fedsafe.defenses.base import Mechanism, add_gaussian
+from fedsafe.seeding import torch_generator
+
+
+class WeightNoise(Mechanism):
+    def downlink(self, weights, rnd, client):
+        if not self.options.get("downlink", True):
+            return weights
+        return add_gaussian(weights, self.noise, torch_generator(self.seed, "downlink", rnd, client))
+
+    def uplink(self, update, rnd, client):
+        if not self.options.get("uplink", True):
+            return update
+        return add_gaussian(update, self.noise, torch_generator(self.seed, "uplink", rnd, client))

@@ -1,0 +1,148 @@
+"""Run one grid cell (dataset, defense, noise, seed) as an in-process Flower simulation.
+
+The ClientApp only receives a small spec (paths and settings); clients load their partition from
+the prepared data file themselves, so nothing large is pickled to the simulation workers.
+"""
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fedsafe.data.prepare import load_prepared
+from fedsafe.defenses.base import build_defense
+from fedsafe.federation.local import TrainSettings, evaluate, local_train
+from fedsafe.federation.strategy import DefendedFedAvg, reply
+from fedsafe.models import build_model
+
+log = logging.getLogger("fedsafe.train")
+
+
+@lru_cache(maxsize=2)
+def _data(path: str):
+    return load_prepared(Path(path))
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def _model(spec: dict):
+    m = _data(spec["data_dir"]).manifest
+    return build_model(spec["model"], m["channels"], len(m["class_names"]), m["image_size"])
+
+
+def _client_app(spec: dict) -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)  # one core per simulated client; Ray gives each client one CPU
+        client = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])
+        defense = build_defense(spec["parts"], spec["noise"], spec["options"], spec["seed"])
+        model = _model(spec)
+        received = defense.downlink(msg.content["arrays"].to_torch_state_dict(), rnd, client)
+        model.load_state_dict(received)
+        state = json.loads(context.state["fedsafe"]["json"]) if "fedsafe" in context.state else {}
+        x, y = _data(spec["data_dir"]).clients[client]
+        update, metrics = local_train(model, x, y, TrainSettings.from_config(spec["federation"]),
+                                      defense, spec["seed"], rnd, client, state, spec["device"])
+        context.state["fedsafe"] = ConfigRecord({"json": json.dumps(state)})
+        metrics["partition_id"] = client
+        return reply(update, metrics, msg)
+
+    return app
+
+
+def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0) -> dict:
+    """Train one cell; writes `model.pt`, `checkpoints.pt` and `train.json` into out_dir."""
+    t0 = time.time()
+    spec = {**spec, "data_dir": str(data_dir), "device": pick_device(spec["federation"]["device"])}
+    fed, data = spec["federation"], _data(str(data_dir))
+    torch.manual_seed(spec["seed"])
+    model = _model(spec)
+    defense = build_defense(spec["parts"], spec["noise"], spec["options"], spec["seed"])
+    strategy = DefendedFedAvg(defense, spec["seed"], fed["aggregation"] == "weighted",
+                              fed["fraction_train"])
+    history: list[dict] = []
+    checkpoints: dict[int, dict] = {}
+    start_time = {"first_round": None}
+
+    def central_eval(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        weights = arrays.to_torch_state_dict()
+        if rnd in fed["checkpoint_rounds"] or rnd == fed["rounds"]:
+            checkpoints[rnd] = weights
+        model.load_state_dict(weights)
+        res = evaluate(model, *data.test, device=spec["device"])
+        if rnd == 0:
+            start_time["first_round"] = time.time() - t0
+            return MetricRecord(res)
+        clients = strategy.client_metrics[rnd]
+        eps = [c["epsilon"] for c in clients if "epsilon" in c]
+        row = {"round": rnd, "test_accuracy": res["accuracy"], "test_loss": res["loss"],
+               "client_train_loss": [c["train_loss"] for c in clients],
+               "epsilon": max(eps) if eps else None,
+               "client_epsilon": eps or None, "seconds": time.time() - t0}
+        history.append(row)
+        log.info("round %d/%d  test acc %.3f  loss %.3f%s", rnd, fed["rounds"], res["accuracy"],
+                 res["loss"], f"  eps {row['epsilon']:.2f}" if eps else "")
+        return MetricRecord(res)
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                       num_rounds=fed["rounds"], evaluate_fn=central_eval)
+
+    _run(server, _client_app(spec), len(data.clients), cpus, gpus)
+    if len(history) != fed["rounds"]:
+        raise RuntimeError(f"federation stopped after {len(history)} of {fed['rounds']} rounds")
+
+    final = history[-1]
+    eps = final["epsilon"]
+    result = {
+        "clean_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+        "epsilon": eps if eps is not None and math.isfinite(eps) else eps,
+        "delta": float(spec["options"].get("delta", 1e-5)) if eps is not None else None,
+        "guarantee": defense.guarantee, "rounds": fed["rounds"],
+        "train_seconds": time.time() - t0, "startup_seconds": start_time["first_round"],
+        "device": spec["device"], "history": history,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_torch(checkpoints, out_dir / "checkpoints.pt")
+    _save_torch(checkpoints[fed["rounds"]], out_dir / "model.pt")
+    return result
+
+
+def _save_torch(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _run(server: ServerApp, client: ClientApp, n_clients: int, cpus: int, gpus: int) -> None:
+    """In-process simulation; Ray gets exactly this job's CPUs/GPUs and a job-private temp dir."""
+    from flwr.simulation import run_simulation
+
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="fedsafe-ray-"))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    per_client_gpu = gpus / min(n_clients, max(cpus, 1)) if gpus else 0.0
+    run_simulation(
+        server_app=server, client_app=client, num_supernodes=n_clients,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": per_client_gpu},
+                        "init_args": {"num_cpus": max(cpus, 1), "num_gpus": gpus,
+                                      "include_dashboard": False}},
+    )

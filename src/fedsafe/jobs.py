@@ -1,0 +1,122 @@
+"""One function per workflow rule. `workflow/scripts/*.py` only unpack Snakemake's objects and
+call these, so every job can also be run and tested without Snakemake."""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("fedsafe")
+
+
+def setup_logging(path: str | Path | None) -> None:
+    """Job output goes to the rule's log file (and stderr), with timestamps for progress."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def write_json(obj, path: str | Path) -> None:
+    """Atomic write: a crash never leaves a half-written result that a rerun would trust."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def cell_id(spec: dict) -> str:
+    return f"{spec['dataset']}/{spec['defense']}/noise_{spec['noise']:g}/seed_{spec['seed']}"
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def prepare(spec: dict, out_dir: str | Path) -> dict:
+    from fedsafe.data.prepare import prepare as prepare_data
+
+    t0 = time.time()
+    manifest = prepare_data(spec["source"], spec["options"], spec["n_clients"], spec["seed"],
+                            Path(out_dir), partition=spec["partition"],
+                            holdout_fraction=spec["holdout_fraction"])
+    log.info("prepared %s in %.1fs: clients %s", spec["dataset"], time.time() - t0,
+             [c["size"] for c in manifest["clients"]])
+    return manifest
+
+
+def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: dict,
+          experiment: str, results_dir: str, threads: int = 1, gpus: int = 0) -> dict:
+    from fedsafe.federation.simulation import train_cell
+
+    _set_threads(threads)
+    cell = cell_id(spec)
+    log.info("training %s", cell)
+    result = train_cell(Path(data_path).parent, spec, Path(out_json).parent, threads, gpus)
+    result.update(cell=cell, spec=spec)
+    write_json(result, out_json)
+    if mlflow_cfg.get("enabled", True):
+        from fedsafe.tracking import log_job, tracking_uri
+
+        log_job(tracking_uri(mlflow_cfg, results_dir), experiment, cell, "train",
+                params=spec, tags=_tags(spec), steps=result["history"],
+                metrics={k: v for k, v in result.items() if k != "history"})
+    log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
+             result["epsilon"])
+    return result
+
+
+def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
+           train_json: str | Path, out_json: str | Path, mlflow_cfg: dict, experiment: str,
+           results_dir: str, threads: int = 1) -> list[dict]:
+    from fedsafe.attacks import ATTACKS
+    from fedsafe.attacks.context import load_context, run_attack
+    from fedsafe.federation.simulation import pick_device
+
+    _set_threads(threads)
+    cell, kind = cell_id(train_spec), attack_spec["type"]
+    ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
+                       json.loads(Path(train_json).read_text()),
+                       pick_device(train_spec["federation"]["device"]))
+    log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
+    t0 = time.time()
+    rows = run_attack(kind, ctx, attack_spec["options"])
+    for row in rows:
+        log.info("  %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    result = {"cell": cell, "attack": attack_spec["attack"], "type": kind,
+              "family": ATTACKS[kind].family, "options": attack_spec["options"], "rows": rows,
+              "seconds": time.time() - t0}
+    write_json(result, out_json)
+    if mlflow_cfg.get("enabled", True):
+        from fedsafe.tracking import log_job, tracking_uri
+
+        metrics = {f"{k}/{r['attack_param']}_{r['attack_value']:g}": v for r in rows
+                   for k, v in r.items() if k not in ("attack_param", "attack_value")}
+        log_job(tracking_uri(mlflow_cfg, results_dir), experiment, cell,
+                f"attack:{attack_spec['attack']}", params={"attack": attack_spec, "cell": train_spec},
+                metrics=metrics, tags={**_tags(train_spec), "attack": attack_spec["attack"],
+                                       "family": ATTACKS[kind].family})
+    return rows
+
+
+def _tags(spec: dict) -> dict:
+    return {"dataset": spec["dataset"], "defense": spec["defense"], "noise": f"{spec['noise']:g}",
+            "seed": spec["seed"], "git_commit": os.environ.get("FEDSAFE_GIT_COMMIT", "")}
