@@ -55,10 +55,10 @@ def prepare(spec: dict, out_dir: str | Path) -> dict:
     from fedsafe.data.prepare import prepare as prepare_data
 
     t0 = time.time()
-    manifest = prepare_data(spec["source"], spec["options"], spec["n_clients"], spec["seed"],
-                            Path(out_dir), partition=spec["partition"],
-                            holdout_fraction=spec["holdout_fraction"])
-    log.info("prepared %s in %.1fs: clients %s", spec["dataset"], time.time() - t0,
+    options = {**spec["options"], "partition": spec["partition"],
+               "holdout_fraction": spec["holdout_fraction"]}
+    manifest = prepare_data(spec["source"], options, spec["n_clients"], spec["seed"], Path(out_dir))
+    log.info("prepared %s in %.1fs: %s", spec["dataset"], time.time() - t0,
              [c["size"] for c in manifest["clients"]])
     return manifest
 

@@ -21,13 +21,14 @@ class DefendedFedAvg(FedAvg):
         nodes = sorted(grid.get_node_ids())
         k = max(1, int(round(len(nodes) * self.fraction_train)))
         rng = np.random.default_rng(derive_seed(self.seed, "sample", server_round))
-        chosen = sorted(rng.choice(nodes, size=k, replace=False).tolist())
+        # choose indices, not ids: node ids are uint64 and numpy would turn them into floats
+        chosen = [nodes[i] for i in sorted(rng.choice(len(nodes), size=k, replace=False))]
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, chosen, "train")
 
     def aggregate_train(self, server_round, replies):
-        valid, errors = self._check_and_log_replies(replies, is_train=True)
+        valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
         if errors:  # a lost client would silently change the experiment: stop instead
             raise RuntimeError(f"round {server_round}: {len(errors)} client(s) failed: "
                                f"{errors[0].error.reason}")

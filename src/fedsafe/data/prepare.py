@@ -1,0 +1,106 @@
+"""Materialise a federated split once, so every experiment reads the same data.
+
+`prepare` writes `data.npz` (client{i}_x/_y, test_x/_y, holdout_x/_y) and
+`manifest.json`; `load_prepared` reads them back. The holdout is a random part
+of the training split that no client ever sees: membership-inference attacks
+use it as non-members.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .partition import manifest as client_manifest
+from .partition import partition
+from .registry import load_dataset
+
+# Options consumed here rather than by the dataset loader.
+_PREPARE_OPTIONS = ("partition", "holdout_fraction")
+
+
+@dataclass
+class PreparedData:
+    clients: list[tuple[np.ndarray, np.ndarray]]
+    test: tuple[np.ndarray, np.ndarray]
+    holdout: tuple[np.ndarray, np.ndarray]
+    manifest: dict
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temp file in the same folder, then rename: never a half file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare(dataset_id: str, options: dict, n_clients: int, seed: int, out_dir: Path) -> dict:
+    """Load, hold out, partition and save; return the manifest."""
+    options = dict(options or {})
+    part_opts = dict(options.get("partition") or {"scheme": "iid"})
+    holdout_fraction = float(options.get("holdout_fraction", 0.1))
+    if not 0 <= holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    data = load_dataset(dataset_id, {k: v for k, v in options.items() if k not in _PREPARE_OPTIONS}, seed)
+
+    # Separate seeded streams so changing the partition never changes the holdout.
+    n = len(data.y_train)
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    n_hold = int(round(holdout_fraction * n))
+    hold, pool = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    scheme = part_opts.pop("scheme", "iid")
+    parts = [pool[p] for p in partition(data.y_train[pool], data.site_train[pool], scheme, n_clients, seed, **part_opts)]
+
+    arrays = {}
+    for i, p in enumerate(parts):
+        arrays[f"client{i}_x"], arrays[f"client{i}_y"] = data.x_train[p], data.y_train[p]
+    arrays.update(test_x=data.x_test, test_y=data.y_test,
+                  holdout_x=data.x_train[hold], holdout_y=data.y_train[hold])
+    man = {
+        "dataset": dataset_id,
+        "options": options,
+        "seed": seed,
+        "n_clients": n_clients,
+        "class_names": list(data.class_names),
+        "channels": data.channels,
+        "image_size": data.image_size,
+        **client_manifest(parts, data.y_train, data.class_names),
+        "test_size": int(len(data.y_test)),
+        "holdout_size": int(n_hold),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "data.npz", lambda f: np.savez_compressed(f, **arrays))
+    _atomic_write(out_dir / "manifest.json", lambda f: f.write(json.dumps(man, indent=2).encode()))
+    return man
+
+
+def load_prepared(out_dir: Path) -> PreparedData:
+    out_dir = Path(out_dir)
+    man_path, npz_path = out_dir / "manifest.json", out_dir / "data.npz"
+    for p in (man_path, npz_path):
+        if not p.exists():
+            raise FileNotFoundError(f"prepared data missing: {p} (run the prepare step)")
+    try:
+        man = json.loads(man_path.read_text())
+        n = int(man["n_clients"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"corrupt manifest {man_path}: {e}") from e
+    try:
+        with np.load(npz_path) as d:
+            get = lambda k: (d[f"{k}_x"], d[f"{k}_y"])
+            clients = [get(f"client{i}") for i in range(n)]
+            test, holdout = get("test"), get("holdout")
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
+        raise ValueError(f"corrupt prepared data {npz_path}: {e}") from e
+    return PreparedData(clients, test, holdout, man)
