@@ -4,7 +4,6 @@ call these, so every job can also be run and tested without Snakemake."""
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ def setup_logging(path: str | Path | None) -> None:
         handlers.append(logging.FileHandler(path, mode="w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("flwr", "alembic", "ray"):  # our own per-round lines are the progress report
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def write_json(obj, path: str | Path) -> None:
@@ -74,11 +75,9 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
     if mlflow_cfg.get("enabled", True):
-        from fedsafe.tracking import log_job, tracking_uri
+        from fedsafe.tracking import log_train, tracking_uri
 
-        log_job(tracking_uri(mlflow_cfg, results_dir), experiment, cell, "train",
-                params=spec, tags=_tags(spec), steps=result["history"],
-                metrics={k: v for k, v in result.items() if k != "history"})
+        log_train(tracking_uri(mlflow_cfg, results_dir), experiment, result)
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
@@ -95,7 +94,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     cell, kind = cell_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
                        json.loads(Path(train_json).read_text()),
-                       pick_device(train_spec["federation"]["device"]))
+                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent)
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])
@@ -106,17 +105,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
               "seconds": time.time() - t0}
     write_json(result, out_json)
     if mlflow_cfg.get("enabled", True):
-        from fedsafe.tracking import log_job, tracking_uri
+        from fedsafe.tracking import log_attack, tracking_uri
 
-        metrics = {f"{k}/{r['attack_param']}_{r['attack_value']:g}": v for r in rows
-                   for k, v in r.items() if k not in ("attack_param", "attack_value")}
-        log_job(tracking_uri(mlflow_cfg, results_dir), experiment, cell,
-                f"attack:{attack_spec['attack']}", params={"attack": attack_spec, "cell": train_spec},
-                metrics=metrics, tags={**_tags(train_spec), "attack": attack_spec["attack"],
-                                       "family": ATTACKS[kind].family})
+        log_attack(tracking_uri(mlflow_cfg, results_dir), experiment, result, train_spec)
     return rows
-
-
-def _tags(spec: dict) -> dict:
-    return {"dataset": spec["dataset"], "defense": spec["defense"], "noise": f"{spec['noise']:g}",
-            "seed": spec["seed"], "git_commit": os.environ.get("FEDSAFE_GIT_COMMIT", "")}

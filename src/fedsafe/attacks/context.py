@@ -19,6 +19,7 @@ class AttackContext:
     checkpoints: dict  # round -> global weights, for update-based attacks
     train_result: dict
     device: str = "cpu"
+    out_dir: Path = Path(".")  # where an attack may save extra files (reconstruction grids)
     defense: Defense = field(init=False)
 
     def __post_init__(self):
@@ -45,11 +46,12 @@ class AttackContext:
 
 
 def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
-                 device: str = "cpu") -> AttackContext:
+                 device: str = "cpu", out_dir: Path = Path(".")) -> AttackContext:
     # weights_only: checkpoints are plain tensors, never pickled code
     weights = torch.load(train_dir / "model.pt", map_location=device, weights_only=True)
     checkpoints = torch.load(train_dir / "checkpoints.pt", map_location=device, weights_only=True)
-    return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device)
+    return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
+                         out_dir)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:

@@ -1,0 +1,99 @@
+"""The attack stage on a real (centrally trained, small) cell: evasion properties, transfer between
+noised client copies, gradient inversion through the deployed client code, membership inference."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import base_config
+
+from fedsafe import config as fc
+from fedsafe.attacks.context import AttackContext
+from fedsafe.attacks.evasion import _attack_factory, run_fgsm, run_pgd
+from fedsafe.attacks.privacy import run_idlg, run_mia_loss
+from fedsafe.data.prepare import load_prepared, prepare
+from fedsafe.defenses.base import Mechanism
+from fedsafe.federation.local import TrainSettings, local_train, to_tensor
+
+pytestmark = pytest.mark.xdist_group("attacks")
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """Prepared tiny MRI data, the initial model (round-0 checkpoint) and a trained model."""
+    out = tmp_path_factory.mktemp("cell")
+    prepare("synthetic_brain_mri", {"image_size": 16, "n_samples": 400}, 3, 0, out)
+    data = load_prepared(out)
+    cfg = base_config(federation={"optimizer": "adam", "lr": 0.003})
+    fc.validate(cfg)
+    spec = fc.train_spec(cfg, "mri", "none", "0", 0)
+    torch.manual_seed(0)
+    from fedsafe.models import build_model
+
+    model = build_model("small_cnn", 1, 3, 16)
+    init = copy.deepcopy(model.state_dict())
+    x = np.concatenate([c[0] for c in data.clients])
+    y = np.concatenate([c[1] for c in data.clients])
+    update, _ = local_train(model, x, y, TrainSettings(local_epochs=15, optimizer="adam", lr=0.003),
+                            Mechanism(), 0, 1, 0, {})
+    trained = {k: init[k] + update[k] for k in init}
+    return spec, data, init, trained
+
+
+def _ctx(cell, defense="none", noise=0.0, parts=None, options=None):
+    spec, data, init, trained = cell
+    spec = {**spec, "defense": defense, "parts": parts or [defense], "noise": noise,
+            "options": options or {}}
+    return AttackContext(spec, data, trained, {0: init}, {"epsilon": None})
+
+
+def test_evasion_properties(cell):
+    rows = run_pgd(_ctx(cell), {"eps": [0.0, 0.02, 0.1], "steps": 5, "n_samples": 80})
+    by_eps = {r["attack_value"]: r for r in rows}
+    assert by_eps[0.0]["robust_accuracy"] == by_eps[0.0]["clean_accuracy"] > 0.5
+    for r in rows:
+        assert r["robust_accuracy"] <= r["clean_accuracy"]
+        assert r["linf_max"] <= r["attack_value"] + 1e-6
+    assert by_eps[0.1]["robust_accuracy"] < by_eps[0.0]["robust_accuracy"]
+    assert by_eps[0.1]["attack_success_rate"] > 0.5
+    fgsm = run_fgsm(_ctx(cell), {"eps": [0.1], "n_samples": 80})[0]
+    assert fgsm["robust_accuracy"] >= by_eps[0.1]["robust_accuracy"]  # PGD is at least as strong
+
+
+def test_pgd_stays_in_ball_and_pixel_range(cell):
+    ctx = _ctx(cell)
+    x = to_tensor(ctx.data.test[0][:32])
+    y = torch.from_numpy(ctx.data.test[1][:32]).long()
+    for norm in ("Linf", "L2"):
+        adv = _attack_factory("pgd", 0.05, {"steps": 5, "norm": norm})(ctx.new_model())(x, y)
+        assert adv.min() >= 0 and adv.max() <= 1
+        dist = (adv - x).flatten(1)
+        size = dist.abs().max(1).values if norm == "Linf" else dist.norm(dim=1)
+        assert (size <= 0.05 + 1e-5).all()
+
+
+def test_transfer_between_noised_client_copies(cell):
+    row = run_pgd(_ctx(cell, "weight_noise", 0.05), {"eps": [0.05], "steps": 5, "n_samples": 80})[0]
+    assert 0.0 <= row["transfer_rate"] <= 1.0
+    same = run_pgd(_ctx(cell), {"eps": [0.05], "steps": 5, "n_samples": 80})[0]
+    assert np.isnan(same["transfer_rate"]) or same["transfer_rate"] == 1.0  # identical copies
+
+
+def test_inversion_leaks_and_noise_protects(cell):
+    opts = {"iterations": 30, "n_batches": 2, "round": 0}
+    clear = run_idlg(_ctx(cell), opts)[0]
+    noised = run_idlg(_ctx(cell, "weight_noise", 1.0, options={"downlink": False}), opts)[0]
+    rng = np.random.default_rng(0)
+    from fedsafe.metrics import image_metrics
+
+    x = to_tensor(cell[1].clients[0][0][:8])
+    random_ssim = image_metrics(x, torch.from_numpy(rng.random(x.shape)).float())["mean_ssim"]
+    assert clear["label_accuracy"] == 1.0
+    assert clear["ssim"] > random_ssim + 0.2
+    assert noised["ssim"] < clear["ssim"] - 0.1
+
+
+def test_membership_on_trained_cell(cell):
+    row = run_mia_loss(_ctx(cell), {"n_samples": 40})[0]
+    assert 0.0 <= row["auc"] <= 1.0 and row["formal_epsilon"] is None
