@@ -17,5 +17,7 @@ rule attack:
         f"{RESULTS}/logs/attack/{CELL}/{{attack}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/attack/{CELL}/{{attack}}.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
     script:
         "../workflow/scripts/attack.py"

@@ -13,6 +13,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (SRC, os.environ.get("PYTHONPATH")) if p
 )
 
+# envs/fedsafe.yaml installs this checkout with `pip install -e ${FEDSAFE_ROOT}`
+os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
+
 from fedsafe import config as fc
 
 validate(config, "../config/schema.yaml")

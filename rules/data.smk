@@ -8,5 +8,7 @@ rule prepare_data:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data/{{dataset}}.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
     script:
         "../workflow/scripts/prepare_data.py"

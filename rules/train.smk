@@ -17,5 +17,7 @@ rule train:
         f"{RESULTS}/logs/train/{CELL}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{CELL}.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
     script:
         "../workflow/scripts/train.py"

@@ -43,6 +43,7 @@ def check(config: dict) -> None:
         if source not in DATASETS:
             raise ConfigError(f"datasets.{name}: unknown dataset {source!r} (set `source:` to one "
                               f"of {known_datasets()})")
+        _check_local_files(name, ds)
     for name, d in config["defenses"].items():
         parts = defense_parts(config, name)
         for p in parts:
@@ -60,6 +61,15 @@ def check(config: dict) -> None:
         if kind not in ATTACKS:
             key = f"attacks.{name}.type" if "type" in a else f"attacks.{name}"
             raise ConfigError(f"{key}: unknown attack {kind!r}; known: {known_attacks()}")
+
+
+def _check_local_files(name: str, ds: dict) -> None:
+    """Data that must be downloaded by hand: stop before any job if it is not where it should be."""
+    options = ds.get("options", {})
+    for key in ("root", "npz_path"):
+        if key in options and not Path(options[key]).expanduser().exists():
+            hint = f"; get it from {ds['download']}" if "download" in ds else ""
+            raise ConfigError(f"datasets.{name}.options.{key}: {options[key]} not found{hint}")
 
 
 def defense_parts(config: dict, defense: str) -> list[str]:

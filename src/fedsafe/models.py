@@ -46,6 +46,22 @@ def fedsafe_cnn(channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def lenet(channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """The DLG/iDLG/MedPFL LeNet: sigmoid convolutions, no pooling, weights U(-0.5, 0.5); smooth and
+    twice-differentiable, the setting in which gradient inversion was shown to work."""
+    side = -(-image_size // 4)
+    model = nn.Sequential(
+        Normalize(),
+        nn.Conv2d(channels, 12, 5, 2, 2), nn.Sigmoid(),
+        nn.Conv2d(12, 12, 5, 2, 2), nn.Sigmoid(),
+        nn.Conv2d(12, 12, 5, 1, 2), nn.Sigmoid(),
+        nn.Flatten(), nn.Linear(12 * side * side, num_classes),
+    )
+    for p in model.parameters():
+        nn.init.uniform_(p, -0.5, 0.5)
+    return model
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
@@ -73,7 +89,7 @@ def resnet18(channels: int, num_classes: int, image_size: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-MODELS = {"small_cnn": small_cnn, "fedsafe_cnn": fedsafe_cnn, "resnet18": resnet18}
+MODELS = {"small_cnn": small_cnn, "lenet": lenet, "fedsafe_cnn": fedsafe_cnn, "resnet18": resnet18}
 
 
 def build_model(name: str, channels: int, num_classes: int, image_size: int) -> nn.Module:

@@ -164,10 +164,12 @@ def load_image_folder(
     image_size: int = 64,
     grayscale: bool = True,
     max_samples: int | None = None,
+    classes: list[str] | None = None,
 ) -> ImageSet:
     """Load `<root>/{Training,Testing}/<class>/<images>` (the Kaggle brain-tumour MRI layout).
 
-    Class names are the sorted Training sub-folder names; every image is
+    Class names are the sorted Training sub-folder names, or `classes` (a subset, in that order,
+    e.g. Fed-Safe's two-class glioma task: [notumor, glioma]); every image is
     resized to image_size x image_size. `max_samples` caps each split with a
     seeded random subset, picked before any image is decoded.
     """
@@ -178,7 +180,13 @@ def load_image_folder(
         raise FileNotFoundError(f"image_folder: root folder not found: {base}")
     train, test = _list_split(base, "Training"), _list_split(base, "Testing")
     names = sorted(train)
-    extra = sorted(set(test) - set(names))
+    if classes:
+        missing = sorted(set(classes) - set(names))
+        if missing:
+            raise ValueError(f"image_folder: classes {missing} not found in {base / 'Training'} "
+                             f"(has {names})")
+        names = list(classes)
+    extra = sorted(set(test) - set(train))
     if extra:
         raise ValueError(f"image_folder: classes {extra} in {base / 'Testing'} are missing from {base / 'Training'}")
     rng = np.random.default_rng(seed)
