@@ -1,18 +1,22 @@
 # fedsafe: datasets x defenses x noise multipliers x attacks x seeds, as one DAG.
-#   prepare_data -> train (once per cell) -> attack (reuses the trained cell) -> aggregate -> tables
+#   prepare_data -> train (once per cell) -> attack (reuses the trained cell) -> aggregate -> tables, plots
 
 
 configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/tables/comparison.md",
-    default_target: True
+        f"{RESULTS}/plots/frontier.png",
 
 
 include: "rules/data.smk"

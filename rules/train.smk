@@ -5,6 +5,7 @@ rule train:
         model=f"{RESULTS}/train/{CELL}/model.pt",
         checkpoints=f"{RESULTS}/train/{CELL}/checkpoints.pt",
         metrics=f"{RESULTS}/train/{CELL}/train.json",
+        observed=f"{RESULTS}/train/{CELL}/observed.pt",
     params:
         spec=lambda w: fc.train_spec(config, w.dataset, w.defense, w.noise, w.seed),
         mlflow=config["mlflow"],

@@ -21,8 +21,8 @@ def relog(results_dir: Path, experiment: str, uri: str | None = None) -> int:
     for f in sorted((results_dir / "attacks").rglob("*.json")):
         a = json.loads(f.read_text())
         if a["cell"] in specs:
-            recon = f.with_name(f"{a['attack']}_reconstructions.npz")
-            n += log_attack(uri, experiment, a, specs[a["cell"]], [recon]) is not None
+            grids = sorted(f.parent.glob("*_reconstructions.png"))
+            n += log_attack(uri, experiment, a, specs[a["cell"]], grids) is not None
     summary = results_dir / "summary.csv"
     if summary.exists():
         import pandas as pd

@@ -12,7 +12,7 @@ import yaml
 
 from fedsafe.attacks import ATTACKS, known_attacks
 from fedsafe.data.registry import DATASETS, known_datasets
-from fedsafe.defenses import MECHANISMS, has_noise, known_mechanisms
+from fedsafe.defenses import MECHANISMS, check_options, has_noise, known_mechanisms
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -51,6 +51,10 @@ def check(config: dict) -> None:
                 key = f"defenses.{name}.parts" if "parts" in d else f"defenses.{name}"
                 raise ConfigError(f"{key}: unknown defense {p!r}; known: {known_mechanisms()} "
                                   "(combine them with `parts:`)")
+        try:
+            check_options(name, parts, d.get("options", {}))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if has_noise(parts) and "noise_multipliers" not in d:
             raise ConfigError(f"defenses.{name}.noise_multipliers: required, {parts} has noise")
         if not has_noise(parts) and "noise_multipliers" in d:

@@ -77,7 +77,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     if mlflow_cfg.get("enabled", True):
         from fedsafe.tracking import log_train, tracking_uri
 
-        log_train(tracking_uri(mlflow_cfg, results_dir), experiment, result)
+        log_train(tracking_uri(mlflow_cfg, results_dir), experiment, result,
+                  [Path(out_json).with_name("model.pt")])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
@@ -107,5 +108,6 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     if mlflow_cfg.get("enabled", True):
         from fedsafe.tracking import log_attack, tracking_uri
 
-        log_attack(tracking_uri(mlflow_cfg, results_dir), experiment, result, train_spec)
+        log_attack(tracking_uri(mlflow_cfg, results_dir), experiment, result, train_spec,
+                   sorted(Path(out_json).parent.glob("*_reconstructions.png")))
     return rows

@@ -24,7 +24,8 @@ class AttackContext:
 
     def __post_init__(self):
         s = self.spec
-        self.defense = build_defense(s["parts"], s["noise"], s["options"], s["seed"])
+        self.defense = build_defense(s["parts"], s["noise"], s["options"], s["seed"],
+                                     name=s["defense"])
 
     @property
     def seed(self) -> int:

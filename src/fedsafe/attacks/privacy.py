@@ -37,8 +37,10 @@ def observed_update(ctx: AttackContext, weights: dict, rnd: int, client: int, x,
                     settings: TrainSettings) -> list[torch.Tensor]:
     """The update client `client` sends for batch (x, y), after its defense, as a parameter list."""
     model = ctx.new_model(ctx.defense.downlink(weights, rnd, client)).train()
+    fed = ctx.spec["federation"]
+    sampled = max(1, round(len(ctx.data.clients) * fed["fraction_train"]))  # distributed DP shares
     update, _ = local_train(model, x, y, settings, ctx.defense, ctx.seed, rnd, client, {},
-                            ctx.device)
+                            ctx.device, round_info={"sampled": sampled})
     names = [n for n, _ in ctx.new_model().named_parameters()]
     return [update[n] for n in names]
 

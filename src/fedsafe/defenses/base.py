@@ -4,13 +4,17 @@ A round, as the code runs it: the server sends each client its copy of the globa
 (`downlink`); the client trains (`setup_training`, `training_batch`, `finish_training`); the
 client's update (new weights - received weights) passes through `uplink`, and that is what the
 server observes; the server averages the updates and passes the mean through `aggregate`.
+
+Extra hooks: `begin_round` tells a client who else is in the round (secure aggregation, distributed
+DP need it); `post_training` runs an extra pass after local training (Fed-Safe's adversarial
+re-training); `round_metrics` lets a server-side mechanism report its accountant (epsilon).
 """
 
 from importlib import import_module
 
 import torch
 
-from fedsafe.defenses import MECHANISMS
+from fedsafe.defenses import MECHANISMS, check_options
 
 Weights = dict[str, torch.Tensor]
 
@@ -18,10 +22,30 @@ Weights = dict[str, torch.Tensor]
 class Mechanism:
     """A defense that does nothing; subclasses override the hooks they need."""
 
+    NAME = "none"  # registry id: its `options` are the defaults of this mechanism
     guarantee_kind: str | None = None  # set by mechanisms with a formal (epsilon, delta) guarantee
+    secure = False  # True: clients send masked updates, the server can only sum them
+    unweighted = False  # True: the sensitivity analysis needs the plain mean of updates
 
     def __init__(self, noise: float = 0.0, options: dict | None = None, seed: int = 0):
-        self.noise, self.options, self.seed = float(noise), dict(options or {}), seed
+        defaults = MECHANISMS[self.NAME].options
+        # a combined defense shares one options dict: keep only this part's keys
+        given = {k: v for k, v in (options or {}).items() if k in defaults}
+        self.noise, self.options, self.seed = float(noise), {**defaults, **given}, seed
+
+    def begin_round(self, info: dict) -> None:
+        """Client side, before training: {"node", "peers", "sampled", "num_examples",
+        "weighted"} as far as known (outside a federation: {})."""
+
+    def post_training(self, model, x: torch.Tensor, y: torch.Tensor, step,
+                      batch_size: int) -> dict:
+        """After local training on the client's data (x, y); `step(xb, yb)` takes one optimiser
+        step and returns the loss."""
+        return {}
+
+    def round_metrics(self, rnd: int, sampled: int, total: int) -> dict:
+        """Server side, after aggregating round `rnd` with `sampled` of `total` clients."""
+        return {}
 
     def downlink(self, weights: Weights, rnd: int, client: int) -> Weights:
         return weights
@@ -46,11 +70,31 @@ class Mechanism:
 class Defense(Mechanism):
     """A defense made of parts (e.g. weight noise + adversarial training), applied in order."""
 
-    def __init__(self, parts: list[str], noise: float, options: dict, seed: int):
-        super().__init__(noise, options, seed)
+    def __init__(self, parts: list[str], noise: float, options: dict, seed: int,
+                 name: str = "defense"):
+        check_options(name, list(parts), options or {})
+        self.noise, self.options, self.seed = float(noise), dict(options or {}), seed
         self.parts = [_load(p)(noise if MECHANISMS[p].has_noise else 0.0, options, seed)
                       for p in parts]
         self.names = list(parts)
+        self.secure = any(p.secure for p in self.parts)
+        self.unweighted = any(p.unweighted for p in self.parts)
+
+    def begin_round(self, info):
+        for p in self.parts:
+            p.begin_round(info)
+
+    def post_training(self, model, x, y, step, batch_size):
+        metrics: dict = {}
+        for p in self.parts:
+            metrics.update(p.post_training(model, x, y, step, batch_size))
+        return metrics
+
+    def round_metrics(self, rnd, sampled, total):
+        metrics: dict = {}
+        for p in self.parts:
+            metrics.update(p.round_metrics(rnd, sampled, total))
+        return metrics
 
     def downlink(self, weights, rnd, client):
         for p in self.parts:
@@ -97,8 +141,18 @@ def _load(name: str) -> type[Mechanism]:
     return getattr(import_module(module), cls)
 
 
-def build_defense(parts: list[str], noise: float, options: dict, seed: int) -> Defense:
-    return Defense(parts, noise, options, seed)
+def build_defense(parts: list[str], noise: float, options: dict, seed: int,
+                  name: str = "defense") -> Defense:
+    return Defense(parts, noise, options, seed, name)
+
+
+def float_keys(weights: Weights) -> list[str]:
+    return [k for k, v in weights.items() if v.is_floating_point()]
+
+
+def l2_norm(weights: Weights) -> float:
+    """Norm of all floating-point tensors taken together, as one flat vector."""
+    return float(torch.sqrt(sum(weights[k].double().pow(2).sum() for k in float_keys(weights))))
 
 
 def add_gaussian(weights: Weights, std: float, generator: torch.Generator) -> Weights:

@@ -10,6 +10,7 @@ from fedsafe.defenses.base import Mechanism
 
 
 class DPSGD(Mechanism):
+    NAME = "dp_sgd"
     guarantee_kind = "sample-level"
 
     def setup_training(self, model, optimizer, loader, state):

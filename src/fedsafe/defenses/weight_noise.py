@@ -10,6 +10,8 @@ from fedsafe.seeding import torch_generator
 
 
 class WeightNoise(Mechanism):
+    NAME = "weight_noise"
+
     def downlink(self, weights, rnd, client):
         if not self.options.get("downlink", True):
             return weights

@@ -37,9 +37,11 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
 
 def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainSettings,
                 defense: Defense, seed: int, rnd: int, client: int, state: dict,
-                device: str = "cpu") -> tuple[Weights, dict]:
+                device: str = "cpu", round_info: dict | None = None) -> tuple[Weights, dict]:
     """Train `model` (holding the weights the client received) on its data; return the update
-    (new - received weights) after the client-side defense, i.e. what the server observes."""
+    (new - received weights) after the client-side defense, i.e. what the server observes.
+    `round_info` tells the defense who shares the round (see `Mechanism.begin_round`)."""
+    defense.begin_round(round_info or {})
     received = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(derive_seed(seed, "train", rnd, client))  # dropout, Opacus noise
     data = torch.utils.data.TensorDataset(to_tensor(x), torch.from_numpy(y).long())
@@ -50,18 +52,22 @@ def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainS
     optimizer = make_optimizer(model, settings)
     model, optimizer, loader = defense.setup_training(model, optimizer, loader, state)
     loss_fn, losses = nn.CrossEntropyLoss(), []
+
+    def step(xb, yb) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
     for _ in range(settings.local_epochs):
         for xb, yb in loader:
             if len(yb) == 0:  # Poisson sampling can draw an empty batch
                 continue
             xb, yb = xb.to(device), yb.to(device)
-            xb, yb = defense.training_batch(model, xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    metrics = defense.finish_training(state)
+            losses.append(step(*defense.training_batch(model, xb, yb)))
+    metrics = defense.post_training(model, *data.tensors, step, settings.batch_size)
+    metrics.update(defense.finish_training(state))
     trained = getattr(model, "_module", model)  # Opacus wraps the model
     update = {k: v.detach().cpu() - received[k].cpu() for k, v in trained.state_dict().items()}
     update = defense.uplink(update, rnd, client)

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -43,6 +43,11 @@ def _model(spec: dict):
     return build_model(spec["model"], m["channels"], len(m["class_names"]), m["image_size"])
 
 
+def _defense(spec: dict):
+    return build_defense(spec["parts"], spec["noise"], spec["options"], spec["seed"],
+                         spec.get("defense", "defense"))
+
+
 def _client_app(spec: dict) -> ClientApp:
     app = ClientApp()
 
@@ -50,32 +55,49 @@ def _client_app(spec: dict) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # one core per simulated client; Ray gives each client one CPU
         client = int(context.node_config["partition-id"])
-        rnd = int(msg.content["config"]["server-round"])
-        defense = build_defense(spec["parts"], spec["noise"], spec["options"], spec["seed"])
+        config = msg.content["config"]
+        rnd = int(config["server-round"])
+        defense = _defense(spec)
         model = _model(spec)
         received = defense.downlink(msg.content["arrays"].to_torch_state_dict(), rnd, client)
         model.load_state_dict(received)
         state = json.loads(context.state["fedsafe"]["json"]) if "fedsafe" in context.state else {}
         x, y = _data(spec["data_dir"]).clients[client]
+        peers = list(config["fedsafe-peers"])
+        info = {"node": context.node_id, "peers": peers, "sampled": len(peers),
+                "num_examples": len(y), "weighted": bool(config["fedsafe-weighted"])}
         update, metrics = local_train(model, x, y, TrainSettings.from_config(spec["federation"]),
-                                      defense, spec["seed"], rnd, client, state, spec["device"])
+                                      defense, spec["seed"], rnd, client, state, spec["device"],
+                                      round_info=info)
         context.state["fedsafe"] = ConfigRecord({"json": json.dumps(state)})
         metrics["partition_id"] = client
         return reply(update, metrics, msg)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        """Tells the server which partition this node holds (node ids are random per run)."""
+        client = int(context.node_config["partition-id"])
+        return Message(RecordDict({"metrics": MetricRecord({"partition_id": client})}),
+                       reply_to=msg)
 
     return app
 
 
 def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0) -> dict:
-    """Train one cell; writes `model.pt`, `checkpoints.pt` and `train.json` into out_dir."""
+    """Train one cell; writes `model.pt`, `checkpoints.pt` ({round: global weights}) and
+    `observed.pt` into out_dir. `observed.pt` is what the server saw in each round of
+    `federation.observe_rounds` (default [1]): {round: {"clients": [partition ids],
+    "num_examples": [...], "updates": [per-client update as received, or None under secure
+    aggregation], "aggregate": the mean update applied, "global_before": weights}}."""
     t0 = time.time()
     spec = {**spec, "data_dir": str(data_dir), "device": pick_device(spec["federation"]["device"])}
     fed, data = spec["federation"], _data(str(data_dir))
     torch.manual_seed(spec["seed"])
     model = _model(spec)
-    defense = build_defense(spec["parts"], spec["noise"], spec["options"], spec["seed"])
+    defense = _defense(spec)
+    observe = [r for r in fed.get("observe_rounds", [1]) if 1 <= r <= fed["rounds"]]
     strategy = DefendedFedAvg(defense, spec["seed"], fed["aggregation"] == "weighted",
-                              fed["fraction_train"])
+                              fed["fraction_train"], observe, len(data.clients))
     history: list[dict] = []
     checkpoints: dict[int, dict] = {}
     start_time = {"first_round": None}
@@ -91,13 +113,14 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
             return MetricRecord(res)
         clients = strategy.client_metrics[rnd]
         eps = [c["epsilon"] for c in clients if "epsilon" in c]
+        server_eps = strategy.server_metrics[rnd].get("epsilon")  # client-level DP
         row = {"round": rnd, "test_accuracy": res["accuracy"], "test_loss": res["loss"],
                "client_train_loss": [c["train_loss"] for c in clients],
-               "epsilon": max(eps) if eps else None,
+               "epsilon": server_eps if server_eps is not None else max(eps) if eps else None,
                "client_epsilon": eps or None, "seconds": time.time() - t0}
         history.append(row)
         log.info("round %d/%d  test acc %.3f  loss %.3f%s", rnd, fed["rounds"], res["accuracy"],
-                 res["loss"], f"  eps {row['epsilon']:.2f}" if eps else "")
+                 res["loss"], f"  eps {row['epsilon']:.2f}" if row["epsilon"] is not None else "")
         return MetricRecord(res)
 
     server = ServerApp()
@@ -124,6 +147,7 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_torch(checkpoints, out_dir / "checkpoints.pt")
     _save_torch(checkpoints[fed["rounds"]], out_dir / "model.pt")
+    _save_torch(strategy.observed, out_dir / "observed.pt")
     return result
 
 

@@ -1,5 +1,14 @@
 """The server side: FedAvg on Flower's Message API with the defense's server hooks, seeded client
-sampling and a fixed aggregation order, so the same seed gives the same model."""
+sampling and a fixed aggregation order, so the same seed gives the same model. Node ids are random
+per run, so before round 1 the strategy asks every node for its partition id (a `query` message)
+and samples from the nodes in partition order.
+
+The strategy also keeps what an honest-but-curious server observes in the rounds listed in
+`observe_rounds` (per-client updates as received, the aggregate, the global model before the
+round); under secure aggregation it never has individual updates, so those are None.
+"""
+
+import time
 
 import numpy as np
 import torch
@@ -7,23 +16,33 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp.strategy import FedAvg
 
 from fedsafe.defenses.base import Defense
+from fedsafe.defenses.secagg import secure_sum
 from fedsafe.seeding import derive_seed
 
 
 class DefendedFedAvg(FedAvg):
-    def __init__(self, defense: Defense, seed: int, weighted: bool, fraction_train: float):
+    def __init__(self, defense: Defense, seed: int, weighted: bool, fraction_train: float,
+                 observe_rounds=(), n_nodes: int = 1):
         super().__init__(fraction_train=fraction_train, fraction_evaluate=0.0,
                          min_train_nodes=1, min_available_nodes=1)
-        self.defense, self.seed, self.weighted = defense, seed, weighted
+        # a DP mechanism whose sensitivity bound needs the plain mean overrides the config
+        self.defense, self.seed = defense, seed
+        self.weighted = weighted and not defense.unweighted
+        self.observe_rounds, self.n_nodes = set(observe_rounds), n_nodes
         self.client_metrics: dict[int, list[dict]] = {}  # round -> one dict per client
+        self.server_metrics: dict[int, dict] = {}  # round -> e.g. the server's epsilon
+        self.observed: dict[int, dict] = {}  # round -> what the server saw
 
     def configure_train(self, server_round, arrays, config, grid):
-        nodes = sorted(grid.get_node_ids())
+        nodes = sorted(grid.get_node_ids(), key=self._partition.__getitem__)
+        self._n_nodes = len(nodes)
         k = max(1, int(round(len(nodes) * self.fraction_train)))
         rng = np.random.default_rng(derive_seed(self.seed, "sample", server_round))
         # choose indices, not ids: node ids are uint64 and numpy would turn them into floats
         chosen = [nodes[i] for i in sorted(rng.choice(len(nodes), size=k, replace=False))]
         config["server-round"] = server_round
+        config["fedsafe-peers"] = [str(n) for n in chosen]  # strings: uint64 ids
+        config["fedsafe-weighted"] = self.weighted
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, chosen, "train")
 
@@ -33,19 +52,37 @@ class DefendedFedAvg(FedAvg):
             raise RuntimeError(f"round {server_round}: {len(errors)} client(s) failed: "
                                f"{errors[0].error.reason}")
         contents = sorted((m.content for m in valid), key=lambda c: c["metrics"]["partition_id"])
-        updates = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
+        received = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
         sizes = np.array([c["metrics"]["num_examples"] for c in contents], dtype=float)
-        weights = sizes / sizes.sum() if self.weighted else np.full(len(sizes), 1 / len(sizes))
-        mean = {k: sum(w * u[k].double() for w, u in zip(weights, updates)).to(updates[0][k].dtype)
-                for k in updates[0]}
-        mean = self.defense.aggregate(mean, server_round, len(updates))
+        if self.defense.secure:  # masked: only the (sample-weighted) sum can be recovered
+            total = secure_sum(received)
+            mean = {k: v / (sizes.sum() if self.weighted else len(sizes)) for k, v in total.items()}
+        else:
+            w = sizes / sizes.sum() if self.weighted else np.full(len(sizes), 1 / len(sizes))
+            mean = {k: sum(wi * u[k].double() for wi, u in zip(w, received)) for k in received[0]}
+        mean = {k: v.to(self._global[k].dtype) for k, v in mean.items()}
+        mean = self.defense.aggregate(mean, server_round, len(received))
         self.client_metrics[server_round] = [dict(c["metrics"]) for c in contents]
-        self._global = {k: self._global[k] + mean[k].to(self._global[k].dtype) for k in mean}
+        self.server_metrics[server_round] = self.defense.round_metrics(
+            server_round, len(received), self._n_nodes)
+        if server_round in self.observe_rounds:
+            self.observed[server_round] = {
+                "clients": [int(c["metrics"]["partition_id"]) for c in contents],
+                "num_examples": [int(s) for s in sizes],
+                "updates": [None if self.defense.secure else u for u in received],
+                "aggregate": mean, "global_before": dict(self._global)}
+        self._global = {k: self._global[k] + mean[k] for k in mean}
         return ArrayRecord(self._global), MetricRecord(
             {"train_loss": float(np.mean([c["metrics"]["train_loss"] for c in contents]))})
 
     def start(self, grid, initial_arrays, **kwargs):
         self._global = initial_arrays.to_torch_state_dict()
+        while len(nodes := list(grid.get_node_ids())) < self.n_nodes:
+            time.sleep(0.2)
+        replies = grid.send_and_receive(
+            [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes])
+        self._partition = {m.metadata.src_node_id: int(m.content["metrics"]["partition_id"])
+                           for m in replies}
         return super().start(grid, initial_arrays, **kwargs)
 
 

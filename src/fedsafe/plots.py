@@ -1,0 +1,155 @@
+"""Figures from the summary table (matplotlib, PNG and SVG): mean over seeds with error bars of one
+standard deviation. A figure whose attack family is not in the grid says so instead of failing."""
+
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fedsafe.results import CELL_COLUMNS, KEYS, _family  # noqa: E402
+
+PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
+MARKERS = "osD^vP*X"
+
+
+def _save(fig, stem: Path) -> None:
+    for ext in ("png", "svg"):
+        fig.savefig(stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _empty(stem: Path, message: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 2))
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    _save(fig, stem)
+
+
+def _per_cell(frame: pd.DataFrame, metric: str, how: str = "mean") -> pd.DataFrame:
+    """One value per seed-cell (worst case or mean over attack settings)."""
+    return frame.groupby(CELL_COLUMNS, as_index=False)[metric].agg(how)
+
+
+def _seed_stats(frame: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    out = frame.groupby(by, as_index=False)[metric].agg(["mean", "std"])
+    return out.fillna({"std": 0.0})
+
+
+def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, stem: Path) -> None:
+    """One panel per noisy defense: `metric` against its noise multiplier, one line per `line`
+    value; defenses without noise (e.g. `none`) are dashed reference lines in every panel."""
+    stats = _seed_stats(cells, KEYS + [line] if line not in KEYS else KEYS, metric)
+    noisy = sorted(stats.loc[stats["noise_multiplier"] > 0, "defense"].unique())
+    flat = stats[~stats["defense"].isin(noisy)]
+    fig, axes = plt.subplots(1, max(1, len(noisy)), figsize=(4.5 * max(1, len(noisy)), 3.6),
+                             squeeze=False, sharey=True)
+    colors = {v: f"C{i}" for i, v in enumerate(sorted(stats[line].unique()))}
+    for ax, defense in zip(axes[0], noisy or ["(no noisy defense)"]):
+        for value, g in stats[stats["defense"] == defense].groupby(line):
+            ax.errorbar(g["noise_multiplier"], g["mean"], yerr=g["std"], marker="o", capsize=3,
+                        color=colors[value], label=str(value))
+        for (value, ref), g in flat.groupby([line, "defense"]):
+            ax.axhline(g["mean"].iloc[0], ls="--", lw=1, color=colors[value],
+                       label=f"{value}: {ref}")
+        ax.set(title=f"defense: {defense}", xlabel="noise multiplier σ", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, title=line)
+    fig.suptitle(f"{ylabel} vs noise multiplier (mean ± std over seeds)")
+    _save(fig, stem)
+
+
+def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
+    ev = _family(df, "evasion")
+    if ev.empty or "robust_accuracy" not in ev:
+        return _empty(stem, "No evasion attack in this grid")
+    ev = ev.assign(setting=ev["defense"] + " σ=" + ev["noise_multiplier"].map("{:g}".format))
+    stats = _seed_stats(ev, ["dataset", "attack", "setting", "attack_value"], "robust_accuracy")
+    panels = stats.groupby(["dataset", "attack"])
+    fig, axes = plt.subplots(1, panels.ngroups, figsize=(4.5 * panels.ngroups, 3.6),
+                             squeeze=False, sharey=True)
+    for ax, ((dataset, attack), p) in zip(axes[0], panels):
+        for setting, g in p.groupby("setting"):
+            ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=g["std"], marker="o",
+                        capsize=3, label=setting)
+        ax.set(title=f"{dataset}: {attack}", xlabel="perturbation budget ε (L∞, pixels in [0,1])",
+               ylabel="robust accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, title="defense, noise")
+    fig.suptitle("Robust accuracy vs attack strength (mean ± std over seeds)")
+    _save(fig, stem)
+
+
+def frontier(df: pd.DataFrame, stem: Path) -> None:
+    """Privacy (epsilon, reconstruction SSIM) against utility (clean accuracy) and robustness
+    (worst-case robust accuracy), one point per defense and noise multiplier."""
+    cells = df.drop_duplicates(CELL_COLUMNS)[CELL_COLUMNS + ["clean_accuracy", "epsilon"]]
+    for family, metric, how in (("evasion", "robust_accuracy", "min"), ("inversion", "ssim", "max")):
+        frame = _family(df, family)
+        if metric in frame and frame[metric].notna().any():
+            cells = cells.merge(_per_cell(frame, metric, how), on=CELL_COLUMNS, how="left")
+    cells["epsilon"] = pd.to_numeric(cells["epsilon"], errors="coerce").replace(np.inf, np.nan)
+    xs = [(m, label) for m, label in (("clean_accuracy", "clean accuracy"),
+                                      ("robust_accuracy", "robust accuracy (worst case)"))
+          if m in cells]
+    ys = [(m, label) for m, label in (("epsilon", "privacy budget ε (lower = more private)"),
+                                      ("ssim", "reconstruction SSIM (lower = more private)"))
+          if m in cells and cells[m].notna().any()]
+    if not ys:
+        return _empty(stem, "No privacy measure in this grid (no DP defense, no inversion attack)")
+    stats = {m: _seed_stats(cells, KEYS, m).set_index(KEYS) for m, _ in xs + ys}
+    fig, axes = plt.subplots(len(ys), len(xs), figsize=(5 * len(xs), 4 * len(ys)), squeeze=False,
+                             layout="constrained")
+    defenses = sorted(cells["defense"].unique())
+    datasets = sorted(cells["dataset"].unique())
+    for row, (ym, ylabel) in enumerate(ys):
+        for col, (xm, xlabel) in enumerate(xs):
+            ax, x, y = axes[row][col], stats[xm], stats[ym]
+            for key in y.index[y["mean"].notna()]:
+                dataset, defense, noise = key
+                ax.errorbar(x.loc[key, "mean"], y.loc[key, "mean"], xerr=x.loc[key, "std"],
+                            yerr=y.loc[key, "std"], capsize=3, ls="none",
+                            marker=MARKERS[datasets.index(dataset) % len(MARKERS)],
+                            color=f"C{defenses.index(defense)}")
+                ax.annotate(f"σ={noise:g}", (x.loc[key, "mean"], y.loc[key, "mean"]),
+                            fontsize=7, xytext=(4, 3), textcoords="offset points")
+            if ym == "epsilon" and (y["mean"].dropna() > 0).all():
+                ax.set_yscale("log")
+            ax.set(xlabel=xlabel, ylabel=ylabel)
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="none",
+                          label=f"defense: {d}") for i, d in enumerate(defenses)]
+    handles += [plt.Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], ls="none",
+                           label=f"dataset: {d}") for i, d in enumerate(datasets)]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    fig.suptitle("Privacy-utility-robustness frontier (mean ± std over seeds;\n"
+                 "ε only for defenses with a formal guarantee)")
+    _save(fig, stem)
+
+
+def write_plots(summary_csv: str | Path, out_dir: str | Path,
+                reconstructions: dict[str, Path] | None = None) -> list[Path]:
+    """Every figure as PNG and SVG under out_dir, and the inversion attacks' reconstruction
+    grids (`{name: png}`, saved where enabled) copied to out_dir/reconstructions. Returns the
+    PNG paths."""
+    df = pd.read_csv(summary_csv)
+    out = Path(out_dir)
+    (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+    cells = df.drop_duplicates(CELL_COLUMNS)
+    metric_vs_noise(cells, "clean_accuracy", "dataset", "clean test accuracy",
+                    out / "accuracy_vs_noise")
+    robust_vs_eps(df, out / "robust_vs_eps")
+    inv = _family(df, "inversion")
+    if "ssim" in inv and inv["ssim"].notna().any():
+        metric_vs_noise(inv.groupby(CELL_COLUMNS + ["attack"], as_index=False)["ssim"].mean(),
+                        "ssim", "attack", "reconstruction SSIM", out / "ssim_vs_noise")
+    else:
+        _empty(out / "ssim_vs_noise", "No inversion attack in this grid")
+    frontier(df, out / "frontier")
+    for name, png in (reconstructions or {}).items():
+        shutil.copyfile(png, out / "reconstructions" / f"{name.replace('/', '__')}.png")
+    return sorted(out.rglob("*.png"))
