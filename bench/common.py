@@ -73,19 +73,25 @@ def timeit(fn, *args, **kw) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(sides: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]:
+def alternate(sides: dict, reps: int, warmup: int = 1, clock: str = "wall"
+              ) -> dict[str, list[float]]:
     """Run each side's callable `reps` times, interleaved (A B C A B C ...) after `warmup` untimed
-    rounds; returns {name: [seconds, ...]}."""
+    rounds; returns {name: [seconds, ...]}. clock="cpu" measures this process's CPU time instead
+    of wall time: for single-threaded work on a shared machine it is far less noisy (other
+    processes' load does not count), and it equals wall time on an idle machine."""
     for _ in range(warmup):
         for fn in sides.values():
             fn()
+    now = time.perf_counter if clock == "wall" else time.process_time
     times: dict[str, list[float]] = {k: [] for k in sides}
     for r in range(reps):
         order = list(sides.items())
         if r % 2:  # reverse every other round so neither side always runs first
             order.reverse()
         for k, fn in order:
-            times[k].append(timeit(fn))
+            t0 = now()
+            fn()
+            times[k].append(now() - t0)
     return times
 
 

@@ -6,18 +6,19 @@ rule attack:
         train=rules.train.output.metrics,
     output:
         f"{RESULTS}/attacks/{CELL}/{{attack}}.json",
-    params:
-        train_spec=lambda w: fc.train_spec(config, w.dataset, w.defense, w.noise, w.seed),
-        attack_spec=lambda w: fc.attack_spec(config, w.attack),
-        mlflow=config["mlflow"],
-        experiment=config["experiment"],
-        results=RESULTS,
-    threads: 1
     log:
         f"{RESULTS}/logs/attack/{CELL}/{{attack}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/attack/{CELL}/{{attack}}.tsv"
     conda:
         "../envs/fedsafe.yaml"
+    threads: 1
+    params:
+        train_spec=lambda w: fc.train_spec(
+            config, w.dataset, w.defense, w.noise, w.seed
+        ),
+        attack_spec=lambda w: fc.attack_spec(config, w.attack),
+        mlflow=config["mlflow"],
+        experiment=config["experiment"],
     script:
         "../workflow/scripts/attack.py"

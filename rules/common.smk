@@ -6,17 +6,15 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The logic lives in the fedsafe package (src/); make it importable here and in every job.
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
-)
+# The logic lives in the fedsafe package (src/, installed by `make install` or envs/); importable
+# here even before it is installed.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 # envs/fedsafe.yaml installs this checkout with `pip install -e ${FEDSAFE_ROOT}`
 os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
 
 from fedsafe import config as fc
+from fedsafe import results as fr
 
 validate(config, "../config/schema.yaml")
 try:
@@ -51,3 +49,19 @@ def attack_paths():
         for c in CELLS
         for a in config["attacks"]
     ]
+
+
+# Set `allow_missing: true` (e.g. `--config allow_missing=true`) to aggregate whatever train and
+# attack files exist after a `--keep-going` run with failed cells; the missing ones are listed
+# in missing.csv and in the tables. By default the aggregate waits for every job of the grid.
+EXPECTED = fr.expected_jobs(config, RESULTS)
+PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
+
+
+def aggregate_inputs(wildcards):
+    files = [j["file"] for j in EXPECTED] + [
+        a["file"] for j in EXPECTED for a in j["attacks"]
+    ]
+    if config.get("allow_missing", False):
+        return [f for f in files if os.path.exists(f)]
+    return files

@@ -1,21 +1,3 @@
-from fedsafe import results as fr
-
-# Set `allow_missing: true` (e.g. `--config allow_missing=true`) to aggregate whatever train and
-# attack files exist after a `--keep-going` run with failed cells; the missing ones are listed
-# in missing.csv and in the tables. By default the aggregate waits for every job of the grid.
-EXPECTED = fr.expected_jobs(config, RESULTS)
-PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
-
-
-def aggregate_inputs(wildcards):
-    files = [j["file"] for j in EXPECTED] + [
-        a["file"] for j in EXPECTED for a in j["attacks"]
-    ]
-    if config.get("allow_missing", False):
-        return [f for f in files if os.path.exists(f)]
-    return files
-
-
 rule aggregate:
     input:
         aggregate_inputs,
@@ -37,11 +19,11 @@ rule aggregate:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
     params:
         expected=EXPECTED,
         config_hash=fc.config_hash(config),
-    conda:
-        "../envs/fedsafe.yaml"
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -102,6 +84,8 @@ rule plots:
         f"{RESULTS}/logs/plots.log",
     benchmark:
         f"{RESULTS}/benchmarks/plots.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
     params:
         attacks=[
             (j["cell"], a["attack"], a["file"]) for j in EXPECTED for a in j["attacks"]
@@ -109,8 +93,6 @@ rule plots:
         mlflow=config["mlflow"],
         experiment=config["experiment"],
         config_hash=fc.config_hash(config),
-    conda:
-        "../envs/fedsafe.yaml"
     script:
         "../workflow/scripts/plots.py"
 
@@ -126,10 +108,10 @@ rule relog:
         rules.aggregate.input,
     log:
         f"{RESULTS}/logs/relog.log",
-    run:
-        from fedsafe.cli import relog
-        from fedsafe.tracking import tracking_uri
-
-        uri = tracking_uri(config["mlflow"], RESULTS)
-        n = relog(Path(RESULTS), config["experiment"], uri)
-        Path(log[0]).write_text(f"re-logged {n} runs to {uri}\n")
+    conda:
+        "../envs/fedsafe.yaml"
+    params:
+        mlflow=config["mlflow"],
+        experiment=config["experiment"],
+    script:
+        "../workflow/scripts/relog.py"

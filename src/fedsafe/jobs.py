@@ -64,8 +64,14 @@ def prepare(spec: dict, out_dir: str | Path) -> dict:
     return manifest
 
 
+def results_dir_of(job_file: str | Path) -> Path:
+    """The results folder, from a train/attack job file `<results>/<stage>/<cell: 4 parts>/<f>`
+    (the default MLflow store lives there)."""
+    return Path(job_file).parents[5]
+
+
 def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: dict,
-          experiment: str, results_dir: str, threads: int = 1, gpus: int = 0) -> dict:
+          experiment: str, threads: int = 1, gpus: int = 0) -> dict:
     from fedsafe.federation.simulation import train_cell
 
     _set_threads(threads)
@@ -77,7 +83,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     if mlflow_cfg.get("enabled", True):
         from fedsafe.tracking import log_train, tracking_uri
 
-        log_train(tracking_uri(mlflow_cfg, results_dir), experiment, result,
+        log_train(tracking_uri(mlflow_cfg, results_dir_of(out_json)), experiment, result,
                   [Path(out_json).with_name("model.pt")])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
@@ -86,7 +92,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
 
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
            train_json: str | Path, out_json: str | Path, mlflow_cfg: dict, experiment: str,
-           results_dir: str, threads: int = 1) -> list[dict]:
+           threads: int = 1) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.simulation import pick_device
@@ -108,6 +114,6 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     if mlflow_cfg.get("enabled", True):
         from fedsafe.tracking import log_attack, tracking_uri
 
-        log_attack(tracking_uri(mlflow_cfg, results_dir), experiment, result, train_spec,
+        log_attack(tracking_uri(mlflow_cfg, results_dir_of(out_json)), experiment, result, train_spec,
                    sorted(Path(out_json).parent.glob("*_reconstructions.png")))
     return rows

@@ -3,4 +3,4 @@ from fedsafe.jobs import attack, setup_logging
 setup_logging(snakemake.log[0])
 attack(snakemake.params.train_spec, snakemake.params.attack_spec, snakemake.input.data,
        snakemake.input.model, snakemake.input.train, snakemake.output[0], snakemake.params.mlflow,
-       snakemake.params.experiment, snakemake.params.results, threads=snakemake.threads)
+       snakemake.params.experiment, threads=snakemake.threads)

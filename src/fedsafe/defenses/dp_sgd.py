@@ -14,7 +14,14 @@ class DPSGD(Mechanism):
     guarantee_kind = "sample-level"
 
     def setup_training(self, model, optimizer, loader, state):
+        import warnings
+
         from opacus import PrivacyEngine
+
+        # Known and harmless here: no secure RNG (research use) and Opacus's hooks on an input
+        # that needs no gradient.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
         self.engine = PrivacyEngine(accountant=self.options.get("accountant", "rdp"))
         self.engine.accountant.history = [tuple(h) for h in state.get("dp_history", [])]
