@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: run test lint install clean-results
+.PHONY: run test lint bench install clean-results
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -22,6 +22,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: install  # speed ratios, see bench/README.md; BENCH_ARGS="--grid" also times the default grid
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/snakemake --lint

@@ -176,7 +176,7 @@ def same_gradient(make_model, x, y, s, modes) -> dict:
                 float((v - ref).abs().max())) for m, v in out.items()}
 
 
-def main(argv=None) -> dict:
+def main(argv=None, **_) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
@@ -219,8 +219,8 @@ def main(argv=None) -> dict:
                  "slowdown vs plain": lt})
     best = min([m for m in modes if m != "hooks+unfold"], key=lambda m: base / sps(m))
     body = (f"One client (n={len(y)}), model `{default_config()['federation']['model']}`, batch "
-            f"{s.batch_size}, optimiser {s.optimizer}, {a.threads} torch thread(s), 1 epoch per "
-            f"repetition, {reps} alternating repetitions, medians. Noise 1.0, clip 1.0, Poisson "
+            f"{s.batch_size}, optimiser {s.optimizer}, {a.threads} torch thread(s), {s.local_epochs} epoch(s) per "
+            f"repetition, {reps} alternating repetitions, medians of {a.clock} time. Noise 1.0, clip 1.0, Poisson "
             "sampling, RDP accountant.\n\n" + table(rows) +
             f"\n- project path (`local_train` dp_sgd vs none): {verdict(lt, TARGET)}\n"
             f"- fastest stock Opacus mode here: `{best}`: {verdict(base / sps(best), TARGET)}\n"

@@ -161,6 +161,8 @@ def _run(server: ServerApp, client: ClientApp, n_clients: int, cpus: int, gpus: 
     """In-process simulation; Ray gets exactly this job's CPUs/GPUs and a job-private temp dir."""
     from flwr.simulation import run_simulation
 
+    # Flower resets its logger on import; our per-round lines are the progress report.
+    logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="fedsafe-ray-"))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     per_client_gpu = gpus / min(n_clients, max(cpus, 1)) if gpus else 0.0

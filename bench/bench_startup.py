@@ -1,0 +1,102 @@
+"""Item 5: per-job fixed cost: interpreter, imports, Ray start-up, MLflow's first write.
+
+Each probe runs in a fresh interpreter (what every Snakemake job pays), alternating probes across
+repetitions; medians of wall time. Import probes report the cost on top of a bare interpreter."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from common import median, run_py, table, write
+
+PROBES = {
+    "python -c pass": "pass",
+    "import torch": "import torch",
+    "import fedsafe.config (Snakefile parse time)": "import fedsafe.config",
+    "import fedsafe.jobs (every job)": "import fedsafe.jobs",
+    "import snakemake.script (script: directive preamble)": "import snakemake.script",
+    "import flwr": "import flwr",
+    "import ray": "import ray",
+    "import mlflow": "import mlflow",
+    "import fedsafe.federation.simulation (train job)":
+        "import fedsafe.federation.simulation",
+    "import fedsafe.attacks.evasion (attack job)": "import fedsafe.attacks.evasion",
+    "import torchattacks": "import torchattacks",
+    "import opacus": "import opacus",
+}
+
+RAY = """
+import time, ray, tempfile, os
+t = time.perf_counter()
+ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix='rb-'))
+t1 = time.perf_counter()
+ray.shutdown()
+print(t1 - t, time.perf_counter() - t1)
+"""
+
+
+
+def mlflow_probe(db: str) -> str:
+    return f"""
+import time
+t0 = time.perf_counter()
+import mlflow
+t1 = time.perf_counter()
+mlflow.set_tracking_uri('sqlite:///{db}')
+mlflow.set_experiment('bench')
+with mlflow.start_run():
+    mlflow.log_metric('m', 1.0)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def main(argv=None, **_) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    a = ap.parse_args(argv)
+    reps = a.reps or (2 if a.quick else 3)
+    times: dict[str, list[float]] = {k: [] for k in PROBES}
+    ray_init, ray_down, ml_new, ml_old, ml_import = [], [], [], [], []
+    tmp = tempfile.mkdtemp(prefix="fedsafe-bench-")
+    for r in range(reps):
+        items = list(PROBES.items())
+        for name, code in (items if r % 2 == 0 else items[::-1]):
+            times[name].append(run_py(code)[0])
+        i, d = run_py(RAY)[1].split()
+        ray_init.append(float(i)), ray_down.append(float(d))
+        imp, new = run_py(mlflow_probe(f"{tmp}/fresh{r}.db"))[1].split()
+        ml_new.append(float(new)), ml_import.append(float(imp))
+        _, old = run_py(mlflow_probe(f"{tmp}/fresh{r}.db"))[1].split()  # now exists
+        ml_old.append(float(old))
+    bare = median(times["python -c pass"])
+    rows = [{"probe": k, "wall s (median)": median(v),
+             "minus bare interpreter": median(v) - bare if k != "python -c pass" else "-"}
+            for k, v in times.items()]
+    rows += [{"probe": "ray.init(num_cpus=2)", "wall s (median)": median(ray_init)},
+             {"probe": "ray.shutdown()", "wall s (median)": median(ray_down)},
+             {"probe": "MLflow first run + metric, new sqlite DB (schema migrations)",
+              "wall s (median)": median(ml_new)},
+             {"probe": "MLflow run + metric, existing sqlite DB", "wall s (median)": median(ml_old)}]
+    train_fixed = (median(times["import fedsafe.jobs (every job)"])
+                   + median(times["import snakemake.script (script: directive preamble)"]) - bare
+                   + median(times["import fedsafe.federation.simulation (train job)"]) - bare
+                   + median(ray_init) + median(ray_down) + median(ml_import) + median(ml_old))
+    attack_fixed = (median(times["import fedsafe.jobs (every job)"])
+                    + median(times["import snakemake.script (script: directive preamble)"]) - bare
+                    + median(times["import fedsafe.attacks.evasion (attack job)"]) - bare
+                    + median(ml_import) + median(ml_old))
+    body = (f"Fresh interpreter per probe, {reps} alternating repetitions, medians of wall time.\n\n"
+            + table(rows)
+            + f"\nEstimated fixed cost per job (interpreter + imports + Snakemake script preamble"
+              f" + Ray start/stop + MLflow import and one logged run): train job "
+              f"**{train_fixed:.1f} s**, attack job **{attack_fixed:.1f} s**.\n")
+    write("startup", "Item 5: per-job fixed cost", body)
+    return {"fixed_train_s": train_fixed, "fixed_attack_s": attack_fixed,
+            "import_jobs_s": median(times["import fedsafe.jobs (every job)"]),
+            "ray_init_s": median(ray_init), "mlflow_new_db_s": median(ml_new)}
+
+
+if __name__ == "__main__":
+    main()
