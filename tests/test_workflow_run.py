@@ -34,9 +34,9 @@ def test_outputs_and_mlflow_runs(finished_run):
     client = MlflowClient(f"sqlite:///{workdir / 'results/mlflow.db'}")
     exp = client.get_experiment_by_name(cfg["experiment"])
     runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags["fedsafe.job"] for r in runs) == ["attack:fgsm", "train"]
+    assert sorted(r.data.tags["fedsafe.job"] for r in runs) == ["attack:fgsm", "summary", "train"]
     train = next(r for r in runs if r.data.tags["fedsafe.job"] == "train")
-    attack = next(r for r in runs if r.data.tags["fedsafe.job"] != "train")
+    attack = next(r for r in runs if r.data.tags["fedsafe.job"] == "attack:fgsm")
     assert attack.data.tags["mlflow.parentRunId"] == train.info.run_id
     assert "clean_accuracy" in train.data.metrics
 
@@ -60,13 +60,17 @@ def test_same_seed_same_numbers(finished_run, tmp_path):
 
 
 def test_rerun_after_crash_resumes(finished_run, tmp_path):
-    """Delete one result (as if its job crashed): a rerun redoes only that job and what follows."""
+    """A crash during an attack job leaves neither its file nor anything downstream: a rerun
+    redoes only that job and what follows, never the training."""
     workdir, cfg = finished_run
     run_dir = tmp_path / "copy"
     shutil.copytree(workdir, run_dir, symlinks=True)
     model = next((run_dir / "results/train").rglob("model.pt"))
     before = model.stat().st_mtime_ns
     next((run_dir / "results/attacks").rglob("*.json")).unlink()
+    for downstream in ("tables", "plots"):
+        shutil.rmtree(run_dir / "results" / downstream)
+    (run_dir / "results/summary.csv").unlink()
     counts = job_counts(snakemake(["-n"], cfg, run_dir).stdout)
     assert counts == {"attack": 1, "aggregate": 1, "tables": 1, "plots": 1, "all": 1}
     snakemake(["--cores", "2"], cfg, run_dir)
