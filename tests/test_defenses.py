@@ -248,3 +248,23 @@ def test_clean_accuracy_falls_as_weight_noise_grows():
                               for s in (0, 1)])
     assert acc[0.0] > 0.95 and acc[0.0] > acc[0.1] + 0.1 and acc[0.1] >= acc[1.0], acc
     assert acc[1.0] < 0.65, acc  # near chance (0.5)
+
+
+def test_clean_accuracy_falls_as_weight_noise_grows_on_embedded_mri():
+    """The same trend on the embedded synthetic MRI set (3 sites = 3 clients), over 2 seeds."""
+    data = synthetic_brain_mri(seed=0, n_samples=600, image_size=16, n_sites=3)
+    clients = [(data.x_train[data.site_train == s], data.y_train[data.site_train == s])
+               for s in range(3)]
+    settings = TrainSettings(batch_size=32, local_epochs=2, optimizer="adam", lr=0.003)
+
+    def make_model(seed):
+        torch.manual_seed(seed)
+        return build_model("small_cnn", 1, 3, 16)
+
+    acc = {}
+    for sigma in (0.0, 0.03, 0.3):
+        d = build_defense(["weight_noise"], sigma, {}, 0)
+        acc[sigma] = np.mean([evaluate(fedavg(d, clients, 4, s, make_model, settings),
+                                       data.x_test, data.y_test)["accuracy"] for s in (0, 1)])
+    assert acc[0.0] > acc[0.03] > acc[0.3], acc
+    assert acc[0.0] > 0.5 and acc[0.3] < 0.45, acc  # 3 classes: chance is about 1/3
