@@ -163,12 +163,22 @@ def _run(server: ServerApp, client: ClientApp, n_clients: int, cpus: int, gpus: 
 
     # Flower resets its logger on import; our per-round lines are the progress report.
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="fedsafe-ray-"))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     per_client_gpu = gpus / min(n_clients, max(cpus, 1)) if gpus else 0.0
-    run_simulation(
-        server_app=server, client_app=client, num_supernodes=n_clients,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": per_client_gpu},
-                        "init_args": {"num_cpus": max(cpus, 1), "num_gpus": gpus,
-                                      "include_dashboard": False}},
-    )
+    # A job-private Ray session folder (under RAY_TMPDIR if the site sets one), removed after.
+    parent = os.environ.get("RAY_TMPDIR") or None
+    with tempfile.TemporaryDirectory(prefix="fedsafe-ray-", dir=parent,
+                                     ignore_cleanup_errors=True) as ray_dir:
+        os.environ["RAY_TMPDIR"] = ray_dir
+        try:
+            run_simulation(
+                server_app=server, client_app=client, num_supernodes=n_clients,
+                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": per_client_gpu},
+                                "init_args": {"num_cpus": max(cpus, 1), "num_gpus": gpus,
+                                              "include_dashboard": False}},
+            )
+        finally:
+            if parent:
+                os.environ["RAY_TMPDIR"] = parent
+            else:
+                del os.environ["RAY_TMPDIR"]
