@@ -5,9 +5,9 @@ numpy in, dict out. The heavy lifting is done by scikit-image and scikit-learn.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import beta
-from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
-from sklearn.metrics import roc_auc_score, roc_curve
+
+# scikit-image, scikit-learn and scipy are imported inside the functions that use them: an
+# inversion job needs only the first, a membership job only the others (about 1 s of start-up).
 
 SSIM_SUCCESS = 0.9  # MedPFL: an image counts as reconstructed when SSIM >= 0.9
 
@@ -25,6 +25,8 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     # skimage's default 7x7 window must fit the image; shrink (odd) for tiny images.
     win = min(7, a.shape[0], a.shape[1])
     win -= 1 - win % 2
+    from skimage.metrics import structural_similarity
+
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1, win_size=win))
 
 
@@ -34,6 +36,8 @@ def image_metrics(original, reconstruction) -> dict:
     Accepts (B,C,H,W) or a single (C,H,W) image (torch or numpy). Returns lists (one value per
     image) plus the batch means and the MedPFL success rate (share with SSIM >= 0.9).
     """
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio
+
     o, r = _as_np(original), _as_np(reconstruction)
     if o.ndim == 3:
         o, r = o[None], r[None]
@@ -56,6 +60,8 @@ def image_metrics(original, reconstruction) -> dict:
 
 def _clopper_pearson(k: np.ndarray, n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """One-sided (1 - alpha) exact binomial bounds on a rate observed as k successes of n."""
+    from scipy.stats import beta
+
     with np.errstate(invalid="ignore"):
         lo = np.nan_to_num(beta.ppf(alpha, k, n - k + 1), nan=0.0)  # k = 0 -> 0
         hi = np.nan_to_num(beta.ppf(1 - alpha, k + 1, n - k), nan=1.0)  # k = n -> 1
@@ -97,6 +103,8 @@ def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
 
 def roc_metrics(member_scores, nonmember_scores, delta: float = 1e-5) -> dict:
     """AUC, TPR at 1% and 0.1% FPR and empirical epsilon bounds; higher score = member."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     m, n = np.asarray(member_scores, float).ravel(), np.asarray(nonmember_scores, float).ravel()
     y = np.r_[np.ones(len(m)), np.zeros(len(n))]
     s = np.r_[m, n]
