@@ -53,7 +53,10 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
     model = ctx.new_model()
     clean_pred = _predict(model, x)
     correct = clean_pred == y
-    copies = ctx.client_copies() if options.get("transfer", True) else []
+    # Randomised (downlink-noised) copies: average over `draws` independent noise draws, so one
+    # lucky draw cannot make the defense look robust.
+    draws = ([ctx.client_copies(d) for d in range(int(options.get("draws", 1)))]
+             if options.get("transfer", True) else [])
     rows = []
     for eps in options.get("eps", [8 / 255]):
         t0 = time.time()
@@ -65,8 +68,11 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
                "robust_accuracy": (adv_pred == y).float().mean().item(),
                "attack_success_rate": _flip_rate(correct, adv_pred, y),
                "linf_max": (adv - x).abs().max().item(), "n_samples": len(y)}
-        if len(copies) > 1:
-            row.update(_transfer(make, copies, x, y, batch, ctx.seed, eps))
+        if draws and len(draws[0]) > 1:
+            parts = [_transfer(make, copies, x, y, batch, ctx.seed + 1000 * d, eps)
+                     for d, copies in enumerate(draws)]
+            row.update({k: float(np.nanmean([p[k] for p in parts])) for k in parts[0]},
+                       noise_draws=len(draws))
         row["attack_seconds"] = time.time() - t0
         rows.append(row)
     return rows
@@ -82,9 +88,9 @@ def _transfer(make, copies, x, y, batch, seed, eps) -> dict:
     advs = [_craft(make, m, x, y, batch, seed + i) if eps > 0 else x for i, m in enumerate(copies)]
     own_asr, rates = [], []
     for i, adv in enumerate(advs):
-        own_correct = preds[i] == y
-        own_fooled = (_predict(copies[i], adv) != y) & own_correct
-        own_asr.append(_flip_rate(own_correct, _predict(copies[i], adv), y))
+        own_correct, own_pred = preds[i] == y, _predict(copies[i], adv)
+        own_fooled = (own_pred != y) & own_correct
+        own_asr.append(_flip_rate(own_correct, own_pred, y))
         for j, target in enumerate(copies):
             if j == i:
                 continue
