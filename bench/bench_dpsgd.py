@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 from torch import nn
 

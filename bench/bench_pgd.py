@@ -6,7 +6,6 @@ jobs run with threads: 1); batch = the evasion code's default batch (250 test im
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedsafe.defenses.base import Defense
@@ -91,4 +91,3 @@ def reply(update: dict[str, torch.Tensor], metrics: dict, msg: Message) -> Messa
                                "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-__all__ = ["DefendedFedAvg", "reply", "ConfigRecord"]
