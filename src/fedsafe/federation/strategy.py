@@ -89,5 +89,3 @@ class DefendedFedAvg(FedAvg):
 def reply(update: dict[str, torch.Tensor], metrics: dict, msg: Message) -> Message:
     return Message(RecordDict({"arrays": ArrayRecord(update),
                                "metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
