@@ -47,11 +47,16 @@ def _load(path: str, expected_hash: str, fields=None) -> tuple[dict | None, str]
     return (obj, "ok") if spec_hash(found) == expected_hash else (None, "stale")
 
 
+def _number(x) -> float | None:
+    return None if x is None else float(x)
+
+
 def _train_row(train: dict) -> dict:
     s = train["spec"]
     return {"spec_hash": spec_hash(s), "dataset": s["dataset"], "defense": s["defense"],
             "noise_multiplier": s["noise"], "seed": s["seed"], "guarantee": train["guarantee"],
-            "epsilon": train.get("epsilon"), "delta": train.get("delta"),
+            # JSON spells an infinite epsilon (noise 0) "inf": keep the column numeric
+            "epsilon": _number(train.get("epsilon")), "delta": train.get("delta"),
             "rounds": train["rounds"], "clean_accuracy": train["clean_accuracy"],
             "test_loss": train.get("test_loss"), "train_seconds": train["train_seconds"],
             "startup_seconds": train.get("startup_seconds")}

@@ -155,6 +155,7 @@ def _delta(ctx) -> float:
 
 def _membership_row(ctx, res: dict, t0: float) -> list[dict]:
     eps = ctx.train_result.get("epsilon")
+    eps = None if eps is None else float(eps)  # JSON spells an infinite epsilon "inf"
     return [{"attack_param": "n_samples", "attack_value": float(res["n_members"]),
              "auc": res["auc"], "tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"],
              "tpr_at_0_1pct_fpr": res["tpr_at_0_1pct_fpr"],
