@@ -92,6 +92,11 @@ def noise_values(config: dict, defense: str) -> list[str]:
     return list(dict.fromkeys(fmt_noise(x) for x in d["noise_multipliers"]))
 
 
+def cell_id(dataset: str, defense: str, noise, seed) -> str:
+    """A training cell's id, also its path under results/train/ (rules/common.smk: CELL)."""
+    return f"{dataset}/{defense}/noise_{fmt_noise(noise)}/seed_{seed}"
+
+
 def cells(config: dict) -> list[dict]:
     """Every training cell of the grid: (dataset, defense, noise, seed)."""
     return [{"dataset": ds, "defense": d, "noise": n, "seed": s}

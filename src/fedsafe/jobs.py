@@ -43,7 +43,9 @@ def _jsonable(obj):
 
 
 def cell_id(spec: dict) -> str:
-    return f"{spec['dataset']}/{spec['defense']}/noise_{spec['noise']:g}/seed_{spec['seed']}"
+    from fedsafe.config import cell_id as make_id
+
+    return make_id(spec["dataset"], spec["defense"], spec["noise"], spec["seed"])
 
 
 def _set_threads(threads: int) -> None:
@@ -95,7 +97,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
            threads: int = 1) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
-    from fedsafe.federation.simulation import pick_device
+    from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
 
     _set_threads(threads)
     cell, kind = cell_id(train_spec), attack_spec["type"]

@@ -29,7 +29,7 @@ def expected_jobs(config: dict, results_dir: str) -> list[dict]:
     """Every job of the current config: its cell, files and specs (the aggregate's checklist)."""
     jobs = []
     for c in fc.cells(config):
-        cell = "{dataset}/{defense}/noise_{noise}/seed_{seed}".format(**c)
+        cell = fc.cell_id(**c)
         attacks = [{"attack": a, "file": f"{results_dir}/attacks/{cell}/{a}.json",
                     "spec": fc.attack_spec(config, a)} for a in config["attacks"]]
         jobs.append({"cell": cell, "file": f"{results_dir}/train/{cell}/train.json",

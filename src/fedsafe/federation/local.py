@@ -24,6 +24,12 @@ class TrainSettings:
         return cls(**{k: fed[k] for k in cls.__dataclass_fields__ if k in fed})
 
 
+def pick_device(requested: str = "auto") -> str:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
 def to_tensor(x: np.ndarray) -> torch.Tensor:
     """uint8 images -> float in [0, 1] (attacks and models work in pixel space)."""
     return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)

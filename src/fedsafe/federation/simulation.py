@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsafe.data.prepare import load_prepared
 from fedsafe.defenses.base import build_defense
-from fedsafe.federation.local import TrainSettings, evaluate, local_train
+from fedsafe.federation.local import TrainSettings, evaluate, local_train, pick_device
 from fedsafe.federation.strategy import DefendedFedAvg, reply
 from fedsafe.models import build_model
 
@@ -30,12 +30,6 @@ log = logging.getLogger("fedsafe.train")
 @lru_cache(maxsize=2)
 def _data(path: str):
     return load_prepared(Path(path))
-
-
-def pick_device(requested: str = "auto") -> str:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
 
 
 def _model(spec: dict):
