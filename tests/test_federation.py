@@ -1,11 +1,15 @@
-"""Real Flower federations (each costs 15-30 s, mostly Ray start-up, so only three): the same
-seed gives the same model, and secure aggregation gives the plain aggregate while the server only
-ever observes masked updates."""
+"""Real Flower federations: the same seed gives the same model, Flower's Ray simulation engine
+and the in-process grid give the same model, and secure aggregation (Flower's SecAgg+) gives the
+plain aggregate while the server only ever receives masked updates."""
 
+import numpy as np
 import pytest
 import torch
+from flwr.common import bytes_to_ndarray
+from flwr.common.secure_aggregation.secaggplus_constants import Key
 
 from fedsafe.data.prepare import prepare
+from fedsafe.federation.grid import InProcessGrid
 from fedsafe.federation.simulation import train_cell
 
 FEDERATION = dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.0,
@@ -16,19 +20,32 @@ FEDERATION = dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.0
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three federations on 3 clients, 2 of them per round: none twice and secagg once."""
+    """Federations on 3 clients, 2 of them per round: none twice, none on Ray, secagg once
+    (recording every message the server receives)."""
     root = tmp_path_factory.mktemp("fed")
     data = root / "data"
     prepare("synthetic_brain_mri", {"image_size": 16, "n_samples": 300,
                                     "partition": {"scheme": "iid"}, "holdout_fraction": 0.1},
             3, 0, data)
-    out = {}
-    for name, parts in (("a", ["none"]), ("b", ["none"]), ("sec", ["secagg"])):
+    out, received = {}, []
+    pull = InProcessGrid.pull_messages
+
+    def recording_pull(grid, ids):
+        replies = pull(grid, ids)
+        received.extend(replies)
+        return replies
+
+    for name, parts, backend in (("a", ["none"], "inprocess"), ("b", ["none"], "inprocess"),
+                                 ("ray", ["none"], "ray"), ("sec", ["secagg"], "inprocess")):
         spec = dict(defense=name, parts=parts, noise=0.0, options={}, seed=0,
-                    federation=FEDERATION, model="small_cnn")
-        result = train_cell(data, spec, root / name, cpus=2, gpus=0)
+                    federation={**FEDERATION, "backend": backend}, model="small_cnn")
+        with pytest.MonkeyPatch.context() as mp:
+            if name == "sec":
+                mp.setattr(InProcessGrid, "pull_messages", recording_pull)
+            result = train_cell(data, spec, root / name, cpus=2, gpus=0)
         out[name] = (result, *(torch.load(root / name / f, weights_only=True)
                                for f in ("model.pt", "checkpoints.pt", "observed.pt")))
+    out["server_received"] = received
     return out
 
 
@@ -39,6 +56,14 @@ def test_same_seed_same_model(runs):
     assert [h["test_accuracy"] for h in ra["history"]] == [h["test_accuracy"] for h in rb["history"]]
     assert ra["epsilon"] is None and ra["guarantee"].startswith("none")
     assert len(ra["history"]) == 2 and len(ra["history"][0]["client_train_loss"]) == 2
+
+
+def test_ray_engine_and_in_process_grid_give_the_same_model(runs):
+    (ra, ma, _, oa), (rr, mr, _, orr) = runs["a"], runs["ray"]
+    assert oa[2]["clients"] == orr[2]["clients"]
+    for k in ma:  # Ray clients use 1 torch thread, in-process 2: float rounding only
+        assert torch.allclose(ma[k], mr[k], atol=1e-5)
+    assert abs(ra["clean_accuracy"] - rr["clean_accuracy"]) <= 1 / 30
 
 
 def test_observed_updates_are_what_the_server_aggregates(runs):
@@ -58,7 +83,31 @@ def test_secagg_federation_gives_the_plain_model_and_hides_updates(runs):
     (_, plain, _, plain_obs), (res, sec, _, sec_obs) = runs["a"], runs["sec"]
     assert sec_obs[2]["updates"] == [None, None]  # the server never held one
     assert sec_obs[2]["clients"] == plain_obs[2]["clients"]
+    # SecAgg+ quantises each coordinate to 2 * clipping_range / quantization_range
+    step = 2 * 2.0 / 2 ** 24
     for k in plain:
-        assert torch.allclose(sec_obs[2]["aggregate"][k], plain_obs[2]["aggregate"][k], atol=1e-6)
+        assert torch.allclose(sec_obs[2]["aggregate"][k], plain_obs[2]["aggregate"][k],
+                              atol=2 * step, rtol=0)
         assert torch.allclose(sec[k], plain[k], atol=1e-5)
     assert res["guarantee"].startswith("none by itself")
+
+
+def test_secagg_server_receives_only_masked_vectors(runs):
+    """Every message that reached the server in the SecAgg+ run: no array records (the mod
+    clears the plain update), and each masked vector is uncorrelated with the client's update."""
+    replies = runs["server_received"]
+    plain = runs["a"][3][2]["updates"]  # the same clients' plain updates in round 2
+    flat_plain = [torch.cat([u[k].flatten() for k in u]).numpy() for u in plain]
+    masked = []
+    for msg in replies:
+        assert all(len(r) == 0 for r in msg.content.array_records.values())
+        for rec in msg.content.config_records.values():
+            if Key.MASKED_PARAMETERS in rec:
+                masked.append(np.concatenate([bytes_to_ndarray(b).ravel()
+                                              for b in rec[Key.MASKED_PARAMETERS]]))
+    assert len(masked) == 2 * 2  # two clients in each of two rounds
+    for m in masked[2:]:  # round 2: ring elements spread over [0, 2^32), no trace of an update
+        v = m[1:].astype(np.float64)  # the first entry is the masked weight
+        assert v.min() >= 0 and v.max() < 2 ** 32 and v.std() > 2 ** 30
+        for u in flat_plain:
+            assert abs(np.corrcoef(v, u)[0, 1]) < 0.1

@@ -41,8 +41,10 @@ MECHANISMS: dict[str, MechanismSpec] = {
         {"distribution": "laplace"}),
     "secagg": MechanismSpec(
         "fedsafe.defenses.secagg:SecureAggregation", False, "-",
-        "none by itself: the server learns only the sum of the updates (honest-but-curious "
-        "server, no dropouts); no DP"),
+        "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
+        "updates (honest-but-curious server); no DP",
+        {"clipping_range": 2.0, "quantization_range": 2 ** 24, "num_shares": 1.0,
+         "reconstruction_threshold": 0.67}),
     "adv_training": MechanismSpec(
         "fedsafe.defenses.adv_training:AdversarialTraining", False, "-",
         "none: robustness defense, no privacy",

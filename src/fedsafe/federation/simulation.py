@@ -1,7 +1,10 @@
-"""Run one grid cell (dataset, defense, noise, seed) as an in-process Flower simulation.
+"""Run one grid cell (dataset, defense, noise, seed) as a Flower federation inside this job.
 
-The ClientApp only receives a small spec (paths and settings); clients load their partition from
-the prepared data file themselves, so nothing large is pickled to the simulation workers.
+`federation.backend` picks how messages travel: `inprocess` (default) delivers them to the
+ClientApp in this process (`grid.py`); `ray` runs Flower's Simulation Engine, one Ray worker per
+CPU. Both run the same ServerApp, strategy and ClientApp and give the same model. The ClientApp
+only receives a small spec (paths and settings); clients load their partition from the prepared
+data file themselves, so nothing large is pickled to the simulation workers.
 """
 
 import json
@@ -15,11 +18,14 @@ from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedsafe.data.prepare import load_prepared
 from fedsafe.defenses.base import build_defense
+from fedsafe.federation.grid import run_in_process
+from fedsafe.federation.secagg import secagg_train_input, secagg_train_reply
 from fedsafe.federation.local import TrainSettings, evaluate, local_train, pick_device
 from fedsafe.federation.strategy import DefendedFedAvg, reply
 from fedsafe.models import build_model
@@ -44,27 +50,34 @@ def _defense(spec: dict):
 
 def _client_app(spec: dict) -> ClientApp:
     app = ClientApp()
+    secure = _defense(spec).secure
 
-    @app.train()
+    @app.train(mods=[secaggplus_mod] if secure else None)
     def train(msg: Message, context: Context) -> Message:
-        torch.set_num_threads(1)  # one core per simulated client; Ray gives each client one CPU
+        if spec["backend"] == "ray":
+            torch.set_num_threads(1)  # Ray runs one client per CPU
         client = int(context.node_config["partition-id"])
-        config = msg.content["config"]
-        rnd = int(config["server-round"])
         defense = _defense(spec)
         model = _model(spec)
-        received = defense.downlink(msg.content["arrays"].to_torch_state_dict(), rnd, client)
-        model.load_state_dict(received)
+        if secure:  # SecAgg+ speaks the legacy FitIns / FitRes format
+            received, config = secagg_train_input(msg, list(model.state_dict()))
+        else:
+            received, config = msg.content["arrays"].to_torch_state_dict(), msg.content["config"]
+        rnd = int(config["server-round"])
+        model.load_state_dict(defense.downlink(received, rnd, client))
         state = json.loads(context.state["fedsafe"]["json"]) if "fedsafe" in context.state else {}
         x, y = _data(spec["data_dir"]).clients[client]
-        peers = list(config["fedsafe-peers"])
+        peers = str(config["fedsafe-peers"]).split(",")
+        weighted = bool(config["fedsafe-weighted"])
         info = {"node": context.node_id, "peers": peers, "sampled": len(peers),
-                "num_examples": len(y), "weighted": bool(config["fedsafe-weighted"])}
+                "num_examples": len(y), "weighted": weighted}
         update, metrics = local_train(model, x, y, TrainSettings.from_config(spec["federation"]),
                                       defense, spec["seed"], rnd, client, state, spec["device"],
                                       round_info=info)
         context.state["fedsafe"] = ConfigRecord({"json": json.dumps(state)})
         metrics["partition_id"] = client
+        if secure:
+            return secagg_train_reply(update, len(y) if weighted else 1, metrics, msg)
         return reply(update, metrics, msg)
 
     @app.query()
@@ -84,14 +97,19 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     "num_examples": [...], "updates": [per-client update as received, or None under secure
     aggregation], "aggregate": the mean update applied, "global_before": weights}}."""
     t0 = time.time()
-    spec = {**spec, "data_dir": str(data_dir), "device": pick_device(spec["federation"]["device"])}
-    fed, data = spec["federation"], _data(str(data_dir))
+    fed = spec["federation"]
+    spec = {**spec, "data_dir": str(data_dir), "device": pick_device(fed["device"]),
+            "backend": fed.get("backend", "inprocess")}
+    data = _data(str(data_dir))
+    # Flower resets its logger on import; our per-round lines are the progress report.
+    logging.getLogger("flwr").setLevel(logging.WARNING)
     torch.manual_seed(spec["seed"])
     model = _model(spec)
     defense = _defense(spec)
     observe = [r for r in fed.get("observe_rounds", [1]) if 1 <= r <= fed["rounds"]]
     strategy = DefendedFedAvg(defense, spec["seed"], fed["aggregation"] == "weighted",
-                              fed["fraction_train"], observe, len(data.clients))
+                              fed["fraction_train"], observe, len(data.clients),
+                              max(len(y) for _, y in data.clients))
     history: list[dict] = []
     checkpoints: dict[int, dict] = {}
     start_time = {"first_round": None}
@@ -124,7 +142,11 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
         strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                        num_rounds=fed["rounds"], evaluate_fn=central_eval)
 
-    _run(server, _client_app(spec), len(data.clients), cpus, gpus)
+    if spec["backend"] == "ray":
+        _run_ray(server, _client_app(spec), len(data.clients), cpus, gpus)
+    else:
+        torch.set_num_threads(max(cpus, 1))
+        run_in_process(server, _client_app(spec), len(data.clients), spec["seed"])
     if len(history) != fed["rounds"]:
         raise RuntimeError(f"federation stopped after {len(history)} of {fed['rounds']} rounds")
 
@@ -151,12 +173,10 @@ def _save_torch(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def _run(server: ServerApp, client: ClientApp, n_clients: int, cpus: int, gpus: int) -> None:
+def _run_ray(server: ServerApp, client: ClientApp, n_clients: int, cpus: int, gpus: int) -> None:
     """In-process simulation; Ray gets exactly this job's CPUs/GPUs and a job-private temp dir."""
     from flwr.simulation import run_simulation
 
-    # Flower resets its logger on import; our per-round lines are the progress report.
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     per_client_gpu = gpus / min(n_clients, max(cpus, 1)) if gpus else 0.0
     # A job-private Ray session folder (under RAY_TMPDIR if the site sets one), removed after.
