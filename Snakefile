@@ -2,7 +2,11 @@
 #   prepare_data -> train (once per cell) -> attack (reuses the trained cell) -> aggregate -> tables, plots
 
 
-configfile: "config/config.yaml"
+# The default grid, unless a --configfile is given: that one replaces it (merging would add the
+# default datasets, defenses and attacks to, say, a paper's grid).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"

@@ -34,16 +34,20 @@ def test_seeds_multiply_training_not_data(workdir):
     ("medpfl", {"prepare_data": 1, "train": 15, "attack": 75}),
     # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 7 attacks each
     ("full", {"prepare_data": 4, "train": 252, "attack": 1764}),
+    # every defense: 1 dataset x (1+2+2+2+2+2+2+1+1+1+2+2 = 20); 3 attacks each
+    ("defenses", {"prepare_data": 1, "train": 20, "attack": 60}),
 ])
 def test_paper_configs_dry_run(name, counts, workdir):
     """The reproduction configs expand to their documented job counts (hand-downloaded data is
-    stood in by empty folders: the dry run only checks that they exist)."""
+    stood in by empty folders: the dry run only checks that they exist). The default
+    config/config.yaml is present, as in a checkout: a --configfile replaces it, not merges."""
     import yaml
 
     from conftest import ROOT
 
     for folder in ("data/pathology", "data/brain_tumor_mri", "data/medmnist"):
         (workdir / folder).mkdir(parents=True)
+    (workdir / "config").symlink_to(ROOT / "config")
     cfg = yaml.safe_load((ROOT / f"config/{name}.yaml").read_text())
     got = job_counts(snakemake(["-n"], cfg, workdir).stdout)
     assert {k: got[k] for k in counts} == counts
