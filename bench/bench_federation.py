@@ -4,8 +4,9 @@ data order), the same seeded client sampling, the same weighted FedAvg in double
 partition order, the same central evaluation every round.
 
 Each side runs in a fresh interpreter (as a Snakemake job would), alternating, with the job's
-2 CPUs; the reference trains the clients one after another with 2 torch threads, Flower runs
-one client per CPU with 1 thread each. Reported: process wall time (spawn to exit), training
+2 CPUs; the reference trains the clients one after another with 2 torch threads, as does Flower
+with the default in-process backend; with `backend: ray` (a third side, for comparison) Flower's
+Simulation Engine runs one client per CPU with 1 thread each. Reported: process wall time (spawn to exit), training
 time inside the process, Flower's start-up (`startup_seconds`: train_cell entry to round 0),
 and the final accuracy of both (they should agree up to float summation order)."""
 from __future__ import annotations
@@ -27,7 +28,8 @@ torch.set_num_threads({cpus})
 from data import default_spec
 from fedsafe.federation.simulation import train_cell
 t_imp = time.perf_counter()
-res = train_cell(__import__('pathlib').Path({data!r}), default_spec(), __import__('pathlib').Path(tempfile.mkdtemp()), cpus={cpus})
+spec = default_spec(); spec["federation"]["backend"] = {backend!r}
+res = train_cell(__import__('pathlib').Path({data!r}), spec, __import__('pathlib').Path(tempfile.mkdtemp()), cpus={cpus})
 t1 = time.perf_counter()
 print(json.dumps({{"imports": t_imp - t0, "train": t1 - t_imp, "startup": res["startup_seconds"],
                   "acc": res["clean_accuracy"], "loss": res["test_loss"]}}))
@@ -91,24 +93,27 @@ def main(argv=None, **_) -> dict:
     reps = a.reps or (1 if a.quick else 2)
     data = str(prepared())
     env = {"RAY_DEDUP_LOGS": "0", "FLWR_LOG_LEVEL": "WARNING"}
-    res: dict[str, list[dict]] = {"flower": [], "reference": []}
+    res: dict[str, list[dict]] = {"flower": [], "reference": [], "ray": []}
     for r in range(reps):
-        order = ["flower", "reference"] if r % 2 == 0 else ["reference", "flower"]
+        order = list(res) if r % 2 == 0 else list(res)[::-1]
         for side in order:
-            code = (FLOWER if side == "flower" else REFERENCE).format(data=data, cpus=a.cpus)
+            code = (REFERENCE if side == "reference" else FLOWER).format(
+                data=data, cpus=a.cpus, backend="ray" if side == "ray" else "inprocess")
             wall, out = run_py(code, env=env, timeout=900)
             row = json.loads(out.strip().splitlines()[-1])
             row["wall"] = wall
             res[side].append(row)
     med = {s: {k: median([r[k] for r in rows]) for k in rows[0]} for s, rows in res.items()}
-    f, p = med["flower"], med["reference"]
+    f, p, ray = med["flower"], med["reference"], med["ray"]
     total = f["wall"] / p["wall"]
     train_only = f["train"] / p["train"]
     after_start = (f["train"] - f["startup"]) / p["train"]
     rows = [{"side": s, "process wall s": m["wall"], "imports s": m["imports"],
              "train_cell / loop s": m["train"], "start-up to round 0 s": m["startup"],
              "final test acc": m["acc"], "final test loss": m["loss"]}
-            for s, m in (("Flower train_cell", f), ("plain PyTorch reference", p))]
+            for s, m in (("Flower train_cell (backend inprocess, default)", f),
+                         ("plain PyTorch reference", p),
+                         ("Flower train_cell (backend ray)", ray))]
     body = (f"Default cell (pathology / none / seed 0, config/config.yaml), {a.cpus} CPUs, "
             f"{reps} alternating repetition(s), medians of wall time.\n\n" + table(rows)
             + f"\n- whole process (spawn to exit): {verdict(total, TARGET)}\n"
@@ -116,11 +121,13 @@ def main(argv=None, **_) -> dict:
               f"- excluding Flower's start-up (train_cell minus time to round 0): "
               f"{after_start:.2f}x\n"
               f"- fixed start-up cost of the Flower run: {f['startup']:.1f} s to round 0 "
-              f"(+ {f['imports']:.1f} s imports)\n")
+              f"(+ {f['imports']:.1f} s imports)\n"
+              f"- with `backend: ray`: {ray['wall'] / p['wall']:.2f}x whole process, "
+              f"{ray['startup']:.1f} s to round 0\n")
     write("federation", "Item 1: Flower training vs a plain PyTorch loop", body)
     return {"fed_ratio": total, "fed_ratio_train": train_only, "fed_ratio_no_startup": after_start,
             "fed_startup_s": f["startup"], "fed_flower_wall_s": f["wall"],
-            "fed_reference_wall_s": p["wall"]}
+            "fed_reference_wall_s": p["wall"], "fed_ray_ratio": ray["wall"] / p["wall"]}
 
 
 if __name__ == "__main__":

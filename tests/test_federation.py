@@ -9,6 +9,7 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import Key
 
 from fedsafe.data.prepare import prepare
+from fedsafe.defenses import MECHANISMS
 from fedsafe.federation.grid import InProcessGrid
 from fedsafe.federation.simulation import train_cell
 
@@ -84,7 +85,8 @@ def test_secagg_federation_gives_the_plain_model_and_hides_updates(runs):
     assert sec_obs[2]["updates"] == [None, None]  # the server never held one
     assert sec_obs[2]["clients"] == plain_obs[2]["clients"]
     # SecAgg+ quantises each coordinate to 2 * clipping_range / quantization_range
-    step = 2 * 2.0 / 2 ** 24
+    opts = MECHANISMS["secagg"].options
+    step = 2 * opts["clipping_range"] / opts["quantization_range"]
     for k in plain:
         assert torch.allclose(sec_obs[2]["aggregate"][k], plain_obs[2]["aggregate"][k],
                               atol=2 * step, rtol=0)

@@ -28,6 +28,8 @@ def test_seeds_multiply_training_not_data(workdir):
 
 
 @pytest.mark.parametrize("name, counts", [
+    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 4 attacks each
+    ("config", {"prepare_data": 2, "train": 12, "attack": 48}),
     # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 2 attacks each
     ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 144}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each

@@ -60,11 +60,24 @@ def check(config: dict) -> None:
         if not has_noise(parts) and "noise_multipliers" in d:
             raise ConfigError(f"defenses.{name}.noise_multipliers: {parts} has no noise, so it "
                               "runs once; remove the key")
+        if "secagg" in parts:
+            _check_secagg_clients(config, name)
     for name, a in config["attacks"].items():
         kind = a.get("type", name)
         if kind not in ATTACKS:
             key = f"attacks.{name}.type" if "type" in a else f"attacks.{name}"
             raise ConfigError(f"{key}: unknown attack {kind!r}; known: {known_attacks()}")
+
+
+def _check_secagg_clients(config: dict, defense: str) -> None:
+    """SecAgg+ masks pairwise: every round needs at least two sampled clients."""
+    fraction = config["federation"].get("fraction_train", 1.0)
+    for name, ds in config["datasets"].items():
+        k = max(1, int(round(ds["n_clients"] * fraction)))
+        if k < 2:
+            raise ConfigError(f"defenses.{defense}: secagg needs at least 2 clients per round; "
+                              f"datasets.{name} samples {k} (n_clients {ds['n_clients']} x "
+                              f"federation.fraction_train {fraction})")
 
 
 def _check_local_files(name: str, ds: dict) -> None:

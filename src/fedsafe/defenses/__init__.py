@@ -43,7 +43,7 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "fedsafe.defenses.secagg:SecureAggregation", False, "-",
         "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
         "updates (honest-but-curious server); no DP",
-        {"clipping_range": 2.0, "quantization_range": 2 ** 24, "num_shares": 1.0,
+        {"clipping_range": 8.0, "quantization_range": 2 ** 24, "num_shares": 1.0,
          "reconstruction_threshold": 0.67}),
     "adv_training": MechanismSpec(
         "fedsafe.defenses.adv_training:AdversarialTraining", False, "-",
