@@ -67,10 +67,12 @@ def _split(mode):
     return base, (conv2d_grad_sample_unfold if mode.endswith("+unfold") else None)
 
 
-def _settings():
+def _settings(batch_size: int | None = None):
     from fedsafe.federation.local import TrainSettings
 
-    fed = default_config()["federation"]  # local_epochs as configured
+    fed = dict(default_config()["federation"])  # local_epochs as configured
+    if batch_size:
+        fed["batch_size"] = batch_size
     return TrainSettings.from_config(fed)
 
 
@@ -216,12 +218,14 @@ def main(argv=None, **_) -> dict:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="instead of the default config's (how the ratio scales with batch)")
     a = ap.parse_args(argv)
     reps = a.reps or (2 if a.quick else 5)
     torch.set_num_threads(a.threads)
     make_model, data = model_and_data()
     x, y = data.clients[0]
-    s = _settings()
+    s = _settings(a.batch_size)
     counter: dict = {}
 
     # which Opacus modes run on this model at all

@@ -46,6 +46,9 @@ def test_schema_errors_name_the_key(mutate, key):
     (lambda c: c["defenses"].update(weight_noise={}), r"defenses\.weight_noise\.noise_multipliers: required"),
     (lambda c: c["defenses"].update(none={"noise_multipliers": [0.1]}),
      r"defenses\.none\.noise_multipliers: .* no noise"),
+    (lambda c: c["defenses"].update(dp_sgd={"noise_multipliers": [1.0],
+                                            "options": {"grad_sample_mode": "vmap"}}),
+     r"defenses\.dp_sgd\.options\.grad_sample_mode: 'vmap'; expected one of"),
     (lambda c: (c["defenses"].update(secagg={}), c["federation"].update(fraction_train=0.3)),
      r"defenses\.secagg: secagg needs at least 2 clients per round; datasets\.mri samples 1"),
 ])

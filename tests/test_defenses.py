@@ -138,6 +138,18 @@ def test_dp_sgd_without_noise_or_clipping_is_plain_training(data):
         assert torch.allclose(plain[k], dp[k], atol=1e-6), k
 
 
+@pytest.mark.parametrize("mode", ["ew", "functorch"])
+def test_dp_sgd_grad_sample_modes_agree(data, mode):
+    """Each Opacus per-sample gradient mode gives the same clipped update and epsilon."""
+    x, y = data[:2]
+    opts = {"clip_norm": 0.5, "poisson_sampling": False}
+    hooks, mh = train(["dp_sgd"], 1e-9, opts, x, y)
+    other, mo = train(["dp_sgd"], 1e-9, {**opts, "grad_sample_mode": mode}, x, y)
+    assert mo["epsilon"] == mh["epsilon"]
+    for k in hooks:
+        assert torch.allclose(hooks[k], other[k], atol=1e-5), k
+
+
 # ------------------------------------------------------------------ secure aggregation
 def test_secagg_outside_a_federation_is_plain(data):
     x, y = data[:2]

@@ -15,6 +15,7 @@ class MechanismSpec:
     noise_meaning: str  # what the grid's noise multiplier is for this mechanism
     guarantee: str  # the formal guarantee it gives, or "none" and why
     options: dict = field(default_factory=dict)  # option name -> default
+    choices: dict = field(default_factory=dict)  # option name -> its allowed values
 
 
 MECHANISMS: dict[str, MechanismSpec] = {
@@ -28,17 +29,20 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "fedsafe.defenses.dp_sgd:DPSGD", True,
         "Opacus noise multiplier (noise std / per-sample clip norm)",
         "sample-level (epsilon, delta)-DP per client, RDP accountant",
-        {"clip_norm": 1.0, "delta": 1e-5, "poisson_sampling": True, "accountant": "rdp"}),
+        {"clip_norm": 1.0, "delta": 1e-5, "poisson_sampling": True, "accountant": "rdp",
+         "grad_sample_mode": "hooks"},
+        {"accountant": ["rdp", "prv"], "grad_sample_mode": ["hooks", "ew", "functorch"]}),
     "dp_fedavg": MechanismSpec(
         "fedsafe.defenses.dp_fedavg:DPFedAvg", True,
         "noise multiplier z: std of the noise on the sum of clipped updates = z * clip_norm",
         "client-level (epsilon, delta)-DP, RDP accountant of the sampled Gaussian mechanism",
-        {"clip_norm": 1.0, "delta": 1e-5, "mode": "central"}),
+        {"clip_norm": 1.0, "delta": 1e-5, "mode": "central"},
+        {"mode": ["central", "distributed"]}),
     "gradient_noise": MechanismSpec(
         "fedsafe.defenses.gradient_noise:GradientNoise", True,
         "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
         "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)",
-        {"distribution": "laplace"}),
+        {"distribution": "laplace"}, {"distribution": ["laplace", "gaussian"]}),
     "secagg": MechanismSpec(
         "fedsafe.defenses.secagg:SecureAggregation", False, "-",
         "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
@@ -49,7 +53,7 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "fedsafe.defenses.adv_training:AdversarialTraining", False, "-",
         "none: robustness defense, no privacy",
         {"mode": "client", "eps": 0.03, "step_size": 0.005, "steps": 6, "fraction": 1.0,
-         "random_start": True}),
+         "random_start": True}, {"mode": ["client", "server"]}),
 }
 
 
@@ -64,10 +68,14 @@ def has_noise(parts: list[str]) -> bool:
 def check_options(defense: str, parts: list[str], options: dict) -> None:
     """Every option key must belong to one of the defense's parts; the error names the key."""
     known = {k for p in parts for k in MECHANISMS[p].options}
-    for key in options:
+    for key, value in options.items():
         if key not in known:
             raise ValueError(f"defenses.{defense}.options.{key}: unknown option for {parts}; "
                              f"known: {sorted(known) or 'none'}")
+        allowed = [c for p in parts for c in MECHANISMS[p].choices.get(key, [])]
+        if allowed and value not in allowed:
+            raise ValueError(f"defenses.{defense}.options.{key}: {value!r}; expected one of "
+                             f"{allowed}")
     if "secagg" in parts and parts[-1] != "secagg":
         raise ValueError(f"defenses.{defense}.parts: secagg must be the last part (it masks "
                          "what the other parts send)")

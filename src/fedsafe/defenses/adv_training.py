@@ -43,8 +43,6 @@ class AdversarialTraining(Mechanism):
     def __init__(self, noise=0.0, options=None, seed=0):
         super().__init__(noise, options, seed)
         o = self.options
-        if o["mode"] not in ("client", "server"):
-            raise ValueError(f"defenses options.mode: {o['mode']!r}, expected client or server")
         if not 0 < float(o["fraction"]) <= 1:
             raise ValueError(f"defenses options.fraction: {o['fraction']} not in (0, 1]")
 

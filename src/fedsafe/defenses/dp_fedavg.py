@@ -41,9 +41,6 @@ class DPFedAvg(Mechanism):
 
     def __init__(self, noise=0.0, options=None, seed=0):
         super().__init__(noise, options, seed)
-        if self.options["mode"] not in ("central", "distributed"):
-            raise ValueError(f"defenses options.mode: {self.options['mode']!r}, expected "
-                             "central or distributed")
         self.clip, self.delta = float(self.options["clip_norm"]), float(self.options["delta"])
         self.sampled = None
 

@@ -4,6 +4,7 @@ noise of std noise_multiplier * clip_norm, Poisson sampling, RDP accounting.
 Each client keeps one accountant for the whole federation: Opacus builds a fresh PrivacyEngine
 whenever `make_private` is called, so the accountant's history is carried in the client's state
 between rounds and restored before training (re-creating it each round would reset epsilon).
+`grad_sample_mode` picks Opacus's per-sample gradient engine: hooks, ew or functorch.
 """
 
 from fedsafe.defenses.base import Mechanism
@@ -30,6 +31,9 @@ class DPSGD(Mechanism):
             noise_multiplier=self.noise,
             max_grad_norm=float(self.options.get("clip_norm", 1.0)),
             poisson_sampling=bool(self.options.get("poisson_sampling", True)),
+            # how Opacus computes per-sample gradients: same result, different speed (hooks is
+            # fastest at small batches on CPU, ew at 128 and above; bench/bench_dpsgd.py)
+            grad_sample_mode=self.options["grad_sample_mode"],
         )
 
     def finish_training(self, state):

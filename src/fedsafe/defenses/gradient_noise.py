@@ -15,12 +15,6 @@ from fedsafe.seeding import torch_generator
 class GradientNoise(Mechanism):
     NAME = "gradient_noise"
 
-    def __init__(self, noise=0.0, options=None, seed=0):
-        super().__init__(noise, options, seed)
-        if self.options["distribution"] not in ("laplace", "gaussian"):
-            raise ValueError(f"defenses options.distribution: {self.options['distribution']!r}, "
-                             "expected laplace or gaussian")
-
     def uplink(self, update, rnd, client):
         if self.noise == 0:
             return update
