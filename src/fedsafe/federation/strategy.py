@@ -3,6 +3,9 @@ sampling and a fixed aggregation order, so the same seed gives the same model. N
 per run, so before round 1 the strategy asks every node for its partition id (a `query` message)
 and samples from the nodes in partition order.
 
+Under secure aggregation (`defense.secure`) each round's training exchange is a Flower SecAgg+
+round instead (`secagg.py`); everything after the mean update is shared (`_finish_round`).
+
 The strategy also keeps what an honest-but-curious server observes in the rounds listed in
 `observe_rounds` (per-client updates as received, the aggregate, the global model before the
 round); under secure aggregation it never has individual updates, so those are None.
@@ -25,8 +28,8 @@ class DefendedFedAvg(FedAvg):
                  observe_rounds=(), n_nodes: int = 1, max_client_size: int = 1):
         super().__init__(fraction_train=fraction_train, fraction_evaluate=0.0,
                          min_train_nodes=1, min_available_nodes=1)
-        # a DP mechanism whose sensitivity bound needs the plain mean overrides the config
         self.defense, self.seed = defense, seed
+        # a DP mechanism whose sensitivity bound needs the plain mean overrides the config
         self.weighted = weighted and not defense.unweighted
         self.observe_rounds, self.n_nodes = set(observe_rounds), n_nodes
         self.max_client_size = max_client_size  # SecAgg+'s bound on a client's weight
