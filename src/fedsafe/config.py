@@ -69,11 +69,16 @@ def check(config: dict) -> None:
             raise ConfigError(f"{key}: unknown attack {kind!r}; known: {known_attacks()}")
 
 
+def clients_per_round(n_clients: int, fraction: float) -> int:
+    """How many clients the server samples each round (at least one)."""
+    return max(1, int(round(n_clients * fraction)))
+
+
 def _check_secagg_clients(config: dict, defense: str) -> None:
     """SecAgg+ masks pairwise: every round needs at least two sampled clients."""
     fraction = config["federation"].get("fraction_train", 1.0)
     for name, ds in config["datasets"].items():
-        k = max(1, int(round(ds["n_clients"] * fraction)))
+        k = clients_per_round(ds["n_clients"], fraction)
         if k < 2:
             raise ConfigError(f"defenses.{defense}: secagg needs at least 2 clients per round; "
                               f"datasets.{name} samples {k} (n_clients {ds['n_clients']} x "

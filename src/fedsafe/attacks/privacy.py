@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fedsafe.attacks.context import AttackContext
+from fedsafe.config import clients_per_round
 from fedsafe.federation.local import TrainSettings, local_train, to_tensor
 from fedsafe.metrics import image_metrics
 
@@ -38,7 +39,7 @@ def observed_update(ctx: AttackContext, weights: dict, rnd: int, client: int, x,
     """The update client `client` sends for batch (x, y), after its defense, as a parameter list."""
     model = ctx.new_model(ctx.defense.downlink(weights, rnd, client)).train()
     fed = ctx.spec["federation"]
-    sampled = max(1, round(len(ctx.data.clients) * fed["fraction_train"]))  # distributed DP shares
+    sampled = clients_per_round(len(ctx.data.clients), fed["fraction_train"])  # distributed DP
     update, _ = local_train(model, x, y, settings, ctx.defense, ctx.seed, rnd, client, {},
                             ctx.device, round_info={"sampled": sampled})
     names = [n for n, _ in ctx.new_model().named_parameters()]

@@ -24,13 +24,13 @@ class DPSGD(Mechanism):
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
-        self.engine = PrivacyEngine(accountant=self.options.get("accountant", "rdp"))
+        self.engine = PrivacyEngine(accountant=self.options["accountant"])
         self.engine.accountant.history = [tuple(h) for h in state.get("dp_history", [])]
         return self.engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader,
             noise_multiplier=self.noise,
-            max_grad_norm=float(self.options.get("clip_norm", 1.0)),
-            poisson_sampling=bool(self.options.get("poisson_sampling", True)),
+            max_grad_norm=float(self.options["clip_norm"]),
+            poisson_sampling=bool(self.options["poisson_sampling"]),
             # how Opacus computes per-sample gradients: same result, different speed (hooks is
             # fastest at small batches on CPU, ew at 128 and above; bench/bench_dpsgd.py)
             grad_sample_mode=self.options["grad_sample_mode"],
@@ -42,7 +42,7 @@ class DPSGD(Mechanism):
 
     @property
     def delta(self) -> float:
-        return float(self.options.get("delta", 1e-5))
+        return float(self.options["delta"])
 
     def epsilon(self) -> float:
         if self.noise == 0:

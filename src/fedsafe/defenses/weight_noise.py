@@ -13,11 +13,11 @@ class WeightNoise(Mechanism):
     NAME = "weight_noise"
 
     def downlink(self, weights, rnd, client):
-        if not self.options.get("downlink", True):
+        if not self.options["downlink"]:
             return weights
         return add_gaussian(weights, self.noise, torch_generator(self.seed, "downlink", rnd, client))
 
     def uplink(self, update, rnd, client):
-        if not self.options.get("uplink", True):
+        if not self.options["uplink"]:
             return update
         return add_gaussian(update, self.noise, torch_generator(self.seed, "uplink", rnd, client))

@@ -17,11 +17,10 @@ from uuid import uuid4
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
-
-SERVER_NODE_ID = 0  # Flower's id for the SuperLink side
 
 
 class InProcessGrid(Grid):
@@ -38,7 +37,7 @@ class InProcessGrid(Grid):
         self._replies: dict[str, Message] = {}
         # Messages created by the server stamp their run and source from the task identity.
         TaskIdentity.task_id, TaskIdentity.run_id = 1, self._run.run_id
-        TaskIdentity.node_id = SERVER_NODE_ID
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -76,6 +75,6 @@ class InProcessGrid(Grid):
 
 def run_in_process(server_app, client_app: ClientApp, num_nodes: int, seed: int = 0) -> None:
     grid = InProcessGrid(client_app, num_nodes, seed)
-    context = Context(run_id=grid.run.run_id, node_id=SERVER_NODE_ID, node_config={},
+    context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config={})
     server_app(grid, context)

@@ -87,11 +87,12 @@ class _Round(Strategy):
         return None
 
 
-def secaggplus_mean(grid, server_round: int, arrays: ArrayRecord, nodes: list[int],
+def secaggplus_mean(grid, server_round: int, weights: dict, nodes: list[int],
                     config: dict, options: dict, max_weight: float) -> tuple[dict, list[dict]]:
-    """Run one SecAgg+ training round on `nodes`; return the mean update (a state dict named
-    like `arrays`, weighted by what each client reports as num_examples) and each client's
-    metrics. Raises if the protocol halts (too few clients or shares)."""
+    """Run one SecAgg+ training round on `nodes`, sending them the global `weights`; return the
+    mean update (a state dict named like `weights`, weighted by what each client reports as
+    num_examples) and each client's metrics. Raises if the protocol halts (too few clients or
+    shares)."""
     levels = int(options["quantization_range"])
     if len(nodes) * levels >= MODULUS_RANGE:
         raise ValueError(f"secagg: {len(nodes)} clients per round x quantization_range {levels} "
@@ -104,7 +105,7 @@ def secaggplus_mean(grid, server_round: int, arrays: ArrayRecord, nodes: list[in
         Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
                 run_config={}),
         config=ServerConfig(num_rounds=server_round), strategy=strategy, client_manager=manager)
-    context.state.array_records[MAIN_PARAMS_RECORD] = arrays
+    context.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord(weights)
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
         {Key.CURRENT_ROUND: server_round})
     SecAggPlusWorkflow(
@@ -115,7 +116,6 @@ def secaggplus_mean(grid, server_round: int, arrays: ArrayRecord, nodes: list[in
     if strategy.mean is None:
         raise RuntimeError(f"round {server_round}: the SecAgg+ protocol halted (see the log); "
                            f"it needs at least 2 sampled clients")
-    template = arrays.to_torch_state_dict()
-    mean = {k: torch.from_numpy(np.asarray(a, dtype=np.float64)).reshape(template[k].shape)
-            for k, a in zip(template, strategy.mean, strict=True)}
+    mean = {k: torch.from_numpy(np.asarray(a, dtype=np.float64)).reshape(weights[k].shape)
+            for k, a in zip(weights, strategy.mean, strict=True)}
     return mean, strategy.metrics

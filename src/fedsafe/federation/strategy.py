@@ -18,6 +18,7 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from fedsafe.config import clients_per_round
 from fedsafe.defenses.base import Defense
 from fedsafe.federation.secagg import secaggplus_mean
 from fedsafe.seeding import derive_seed
@@ -41,7 +42,7 @@ class DefendedFedAvg(FedAvg):
         """Seeded choice of this round's nodes, and the config every chosen client gets."""
         nodes = sorted(grid.get_node_ids(), key=self._partition.__getitem__)
         self._n_nodes = len(nodes)
-        k = max(1, int(round(len(nodes) * self.fraction_train)))
+        k = clients_per_round(len(nodes), self.fraction_train)
         rng = np.random.default_rng(derive_seed(self.seed, "sample", server_round))
         # choose indices, not ids: node ids are uint64 and numpy would turn them into floats
         chosen = [nodes[i] for i in sorted(rng.choice(len(nodes), size=k, replace=False))]
@@ -68,12 +69,12 @@ class DefendedFedAvg(FedAvg):
         mean = {k: sum(wi * u[k].double() for wi, u in zip(w, received)) for k in received[0]}
         return self._finish_round(server_round, mean, metrics, received)
 
-    def secure_round(self, server_round: int, grid, arrays: ArrayRecord) -> ArrayRecord:
+    def secure_round(self, server_round: int, grid) -> ArrayRecord:
         """A round under Flower's SecAgg+: the server only ever holds the mean update."""
         chosen, config = self.sample(server_round, grid)
         max_weight = float(self.max_client_size) if self.weighted else 1.0
         options = next(p for p in self.defense.parts if p.secure).options
-        mean, metrics = secaggplus_mean(grid, server_round, arrays, chosen, config, options,
+        mean, metrics = secaggplus_mean(grid, server_round, self._global, chosen, config, options,
                                         max_weight)
         metrics.sort(key=lambda m: m["partition_id"])
         return self._finish_round(server_round, mean, metrics, None)[0]
@@ -108,11 +109,9 @@ class DefendedFedAvg(FedAvg):
                                  evaluate_fn=evaluate_fn, **kwargs)
         # Flower's SecAgg+ is a legacy workflow: this loop is FedAvg.start with the training
         # exchange replaced by a SecAgg+ round (no client-side evaluation, as configured).
-        arrays = initial_arrays
-        evaluate_fn(0, arrays)
+        evaluate_fn(0, initial_arrays)
         for server_round in range(1, num_rounds + 1):
-            arrays = self.secure_round(server_round, grid, arrays)
-            evaluate_fn(server_round, arrays)
+            evaluate_fn(server_round, self.secure_round(server_round, grid))
         return None
 
 
