@@ -138,16 +138,30 @@ def test_dp_sgd_without_noise_or_clipping_is_plain_training(data):
         assert torch.allclose(plain[k], dp[k], atol=1e-6), k
 
 
-@pytest.mark.parametrize("mode", ["ew", "functorch"])
+@pytest.mark.parametrize("mode", ["fused", "ew", "functorch"])
 def test_dp_sgd_grad_sample_modes_agree(data, mode):
-    """Each Opacus per-sample gradient mode gives the same clipped update and epsilon."""
+    """Every per-sample gradient mode gives Opacus hooks' update and epsilon: the same clipped
+    gradients, and (same seed) the same Poisson batches and noise."""
     x, y = data[:2]
-    opts = {"clip_norm": 0.5, "poisson_sampling": False}
-    hooks, mh = train(["dp_sgd"], 1e-9, opts, x, y)
-    other, mo = train(["dp_sgd"], 1e-9, {**opts, "grad_sample_mode": mode}, x, y)
+    opts = {"clip_norm": 0.5}
+    hooks, mh = train(["dp_sgd"], 1.0, {**opts, "grad_sample_mode": "hooks"}, x, y)
+    other, mo = train(["dp_sgd"], 1.0, {**opts, "grad_sample_mode": mode}, x, y)
     assert mo["epsilon"] == mh["epsilon"]
     for k in hooks:
         assert torch.allclose(hooks[k], other[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("mode", ["fused", "hooks"])
+def test_dp_sgd_counts_empty_poisson_batches(data, mode):
+    """With 10 samples and batch 1 a third of Poisson batches are empty; each is still a noisy
+    step, so epsilon is that of 10 steps per epoch (an empty batch skipped would leak, and a
+    skipped step would be missing from the accountant)."""
+    x, y = data[0][:10], data[1][:10]
+    defense = build_defense(["dp_sgd"], 1.0, {"grad_sample_mode": mode}, seed=0)
+    settings = TrainSettings(local_epochs=3, batch_size=1, lr=0.05)
+    _, m = local_train(model_for(), x, y, settings, defense, 0, 1, 0, {})
+    assert m["epsilon"] == pytest.approx(dp_accounting_epsilon(0.1, 1.0, 30, 1e-5), rel=0.01)
+    assert math.isfinite(m["train_loss"])
 
 
 # ------------------------------------------------------------------ secure aggregation

@@ -30,8 +30,8 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "Opacus noise multiplier (noise std / per-sample clip norm)",
         "sample-level (epsilon, delta)-DP per client, RDP accountant",
         {"clip_norm": 1.0, "delta": 1e-5, "poisson_sampling": True, "accountant": "rdp",
-         "grad_sample_mode": "hooks"},
-        {"accountant": ["rdp", "prv"], "grad_sample_mode": ["hooks", "ew", "functorch"]}),
+         "grad_sample_mode": "fused"},
+        {"accountant": ["rdp", "prv"], "grad_sample_mode": ["fused", "hooks", "ew", "functorch"]}),
     "dp_fedavg": MechanismSpec(
         "fedsafe.defenses.dp_fedavg:DPFedAvg", True,
         "noise multiplier z: std of the noise on the sum of clipped updates = z * clip_norm",

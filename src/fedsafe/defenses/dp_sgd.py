@@ -4,9 +4,13 @@ noise of std noise_multiplier * clip_norm, Poisson sampling, RDP accounting.
 Each client keeps one accountant for the whole federation: Opacus builds a fresh PrivacyEngine
 whenever `make_private` is called, so the accountant's history is carried in the client's state
 between rounds and restored before training (re-creating it each round would reset epsilon).
-`grad_sample_mode` picks Opacus's per-sample gradient engine: hooks, ew or functorch.
+`grad_sample_mode` picks how per-sample gradients are computed: `fused` (the default,
+`fedsafe.defenses.grad_sample`: in the backward pass itself, fed to Opacus's optimizer through its
+`no_op` mode) or one of Opacus's own engines, hooks, ew or functorch. Clipping, noise, Poisson
+sampling and accounting are Opacus's in every mode.
 """
 
+from fedsafe.defenses import grad_sample
 from fedsafe.defenses.base import Mechanism
 
 
@@ -24,6 +28,10 @@ class DPSGD(Mechanism):
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
+        mode = self.options["grad_sample_mode"]
+        self.model = model
+        if mode == "fused":
+            grad_sample.attach(model)
         self.engine = PrivacyEngine(accountant=self.options["accountant"])
         self.engine.accountant.history = [tuple(h) for h in state.get("dp_history", [])]
         return self.engine.make_private(
@@ -31,12 +39,12 @@ class DPSGD(Mechanism):
             noise_multiplier=self.noise,
             max_grad_norm=float(self.options["clip_norm"]),
             poisson_sampling=bool(self.options["poisson_sampling"]),
-            # how Opacus computes per-sample gradients: same result, different speed (hooks is
-            # fastest at small batches on CPU, ew at 128 and above; bench/bench_dpsgd.py)
-            grad_sample_mode=self.options["grad_sample_mode"],
+            # same gradients in every mode, different speed (bench/bench_dpsgd.py)
+            grad_sample_mode="no_op" if mode == "fused" else mode,
         )
 
     def finish_training(self, state):
+        grad_sample.detach(self.model)
         state["dp_history"] = [list(h) for h in self.engine.accountant.history]
         return {"epsilon": self.epsilon(), "delta": self.delta}
 

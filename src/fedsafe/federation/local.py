@@ -68,10 +68,11 @@ def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainS
 
     for _ in range(settings.local_epochs):
         for xb, yb in loader:
-            if len(yb) == 0:  # Poisson sampling can draw an empty batch
-                continue
-            xb, yb = xb.to(device), yb.to(device)
-            losses.append(step(*defense.training_batch(model, xb, yb)))
+            # Poisson sampling can draw an empty batch: it is still a step (DP-SGD adds noise
+            # only), as the privacy accountant counts it
+            loss = step(*defense.training_batch(model, xb.to(device), yb.to(device)))
+            if len(yb):
+                losses.append(loss)
     metrics = defense.post_training(model, *data.tensors, step, settings.batch_size)
     metrics.update(defense.finish_training(state))
     trained = getattr(model, "_module", model)  # Opacus wraps the model
