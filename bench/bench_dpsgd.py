@@ -121,7 +121,7 @@ def vmap_side(make_model, x, y, s, counter):
             out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
             return nn.functional.cross_entropy(out, yi.unsqueeze(0))
 
-        per_sample = vmap(grad(loss1), in_dims=(None, 0, 0))
+        per_sample = vmap(grad(loss1), in_dims=(None, 0, 0), randomness="different")  # dropout
         n = 0
         for _ in range(s.local_epochs):
             for xb, yb in _loader(x, y, s.batch_size):
@@ -199,23 +199,20 @@ def conv_methods(make_model, x, s, clock: str, reps: int) -> list[dict]:
         conv, g = layers[name], torch.randn_like(out)
         args = (g, inp.detach(), conv.weight, conv.stride, conv.padding, conv.dilation)
 
-        def method(limit):
+        def method(fn):
             def run():
-                old, grad_sample.IM2COL_MAX = grad_sample.IM2COL_MAX, limit
-                try:
-                    for _ in range(20):
-                        grad_sample._conv_weight_per_sample(*args)
-                finally:
-                    grad_sample.IM2COL_MAX = old
+                for _ in range(20):
+                    fn(*args)
             return run
-        t = alternate({"im2col": method(1 << 62), "grouped": method(-1)}, reps, clock=clock)
+        t = alternate({"im2col": method(grad_sample.conv_per_sample_im2col),
+                       "grouped": method(grad_sample.conv_per_sample_grouped)}, reps, clock=clock)
         c_in, kh, kw = conv.weight.shape[1:]
         elements = c_in * kh * kw * out.shape[2] * out.shape[3]
         rows.append({"layer": name, "input": "x".join(map(str, inp.shape)), "c_in": c_in,
                      "im2col elements/sample": elements,
                      "im2col ms": median(t["im2col"]) / 20 * 1e3,
                      "grouped ms": median(t["grouped"]) / 20 * 1e3,
-                     "fused uses": "im2col" if c_in < 8 and elements <= grad_sample.IM2COL_MAX
+                     "fused uses": "im2col" if grad_sample.uses_im2col(conv.weight, g)
                      else "grouped"})
     return rows
 
@@ -228,10 +225,11 @@ def main(argv=None, **_) -> dict:
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="instead of the default config's (how the ratio scales with batch)")
+    ap.add_argument("--model", default=None, help="instead of the default config's")
     a = ap.parse_args(argv)
     reps = a.reps or (2 if a.quick else 5)
     torch.set_num_threads(a.threads)
-    make_model, data = model_and_data()
+    make_model, data = model_and_data(model=a.model)
     x, y = data.clients[0]
     s = _settings(a.batch_size)
     counter: dict = {}
@@ -265,7 +263,7 @@ def main(argv=None, **_) -> dict:
     rows.append({"side": "local_train dp_sgd (project)", "samples/s": sps("lt:dp_sgd"),
                  "slowdown vs plain": lt})
     best = min([m for m in modes if m != "fused"], key=lambda m: base / sps(m))
-    body = (f"One client (n={len(y)}), model `{default_config()['federation']['model']}`, batch "
+    body = (f"One client (n={len(y)}), model `{a.model or default_config()['federation']['model']}`, batch "
             f"{s.batch_size}, optimiser {s.optimizer}, {a.threads} torch thread(s), {s.local_epochs} epoch(s) per "
             f"repetition, {reps} alternating repetitions, medians of {a.clock} time. Noise 1.0, clip 1.0, Poisson "
             "sampling, RDP accountant.\n\n" + table(rows) +

@@ -32,14 +32,13 @@ def default_spec(defense: str = "none", noise: str = "0") -> dict:
     return train_spec(default_config(), DATASET, defense, noise, 0)
 
 
-def model_and_data(dataset: str = DATASET):
-    """(model factory, prepared data) for the default model on `dataset`."""
+def model_and_data(dataset: str = DATASET, model: str | None = None):
+    """(model factory, prepared data) for `model` (default: the config's) on `dataset`."""
     from fedsafe.data.prepare import load_prepared
     from fedsafe.models import build_model
 
-    cfg = default_config()
+    name = model or default_config()["federation"]["model"]
     data = load_prepared(prepared(dataset))
     m = data.manifest
-    make = lambda: build_model(cfg["federation"]["model"], m["channels"], len(m["class_names"]),
-                               m["image_size"])
+    make = lambda: build_model(name, m["channels"], len(m["class_names"]), m["image_size"])
     return make, data

@@ -57,18 +57,18 @@ class Mixed(nn.Module):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("im2col_max", [0, 1 << 30])  # grouped conv only / im2col where it can
-def test_per_sample_gradients_equal_opacus(name, im2col_max, monkeypatch):
-    monkeypatch.setattr(grad_sample, "IM2COL_MAX", im2col_max)
+@pytest.mark.parametrize("im2col", [False, True])  # one conv method for every layer
+def test_per_sample_gradients_equal_opacus(name, im2col, monkeypatch):
+    monkeypatch.setattr(grad_sample, "uses_im2col", lambda weight, g: im2col)
     torch.manual_seed(0)
     model = build_model(name, 3, 4, 16).train()
     x, y = torch.rand(5, 3, 16, 16), torch.randint(0, 4, (5,))
     assert_same(opacus_grad_samples(model, x, y), fused_grad_samples(model, x, y))
 
 
-@pytest.mark.parametrize("im2col_max", [0, 1 << 30])
-def test_per_sample_gradients_of_mixed_layers(im2col_max, monkeypatch):
-    monkeypatch.setattr(grad_sample, "IM2COL_MAX", im2col_max)
+@pytest.mark.parametrize("im2col", [False, True])
+def test_per_sample_gradients_of_mixed_layers(im2col, monkeypatch):
+    monkeypatch.setattr(grad_sample, "uses_im2col", lambda weight, g: im2col)
     torch.manual_seed(0)
     model = Mixed()
     x, y = torch.rand(4, 2, 8, 16), torch.randint(0, 3, (4,))

@@ -29,28 +29,36 @@ def _store(p: torch.Tensor, grad_sample: torch.Tensor) -> None:
             else p.grad_sample + grad_sample
 
 
-# Below this many im2col elements per sample, and with few input channels (the image-input
-# layer), im2col + one batched matmul beats a grouped convolution on CPU; above it the grouped
-# convolution wins by far (measured: bench/bench_dpsgd.py).
+# Which per-sample conv method is faster, measured per layer on CPU (bench/bench_dpsgd.py): the
+# grouped convolution, except for the image-input layer (few channels, at most IM2COL_MAX im2col
+# elements per sample) and for layers with few output positions for their width (8x8 with 64+
+# channels, 4x4 with 32+), where im2col + one batched matmul is 1.5-3x faster.
 IM2COL_MAX = 1 << 15
 
 
-def _conv_weight_per_sample(g, x, weight, stride, padding, dilation):
-    """Per-sample Conv2d weight gradients (n, *weight.shape) of the batch's summed loss."""
-    n, (c_out, c_in, kh, kw) = len(g), weight.shape
-    if n == 0:
-        return weight.new_zeros(0, *weight.shape)
+def uses_im2col(weight, g) -> bool:
+    c_in, kh, kw = weight.shape[1:]
     positions = g.shape[2] * g.shape[3]
-    if c_in < 8 and c_in * kh * kw * positions <= IM2COL_MAX:
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-        span_h, span_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-        windows = x.unfold(2, span_h, stride[0]).unfold(3, span_w, stride[1])
-        windows = windows[..., ::dilation[0], ::dilation[1]]  # (n, c_in, H', W', kh, kw)
-        cols = windows.permute(0, 1, 4, 5, 2, 3).reshape(n, c_in * kh * kw, positions)
-        # (n, c_in*kh*kw, out) rather than (n, out, ...): the faster order for bmm here
-        grads = torch.bmm(cols, g.reshape(n, c_out, positions).transpose(1, 2))
-        return grads.transpose(1, 2).reshape(n, *weight.shape)
-    # one convolution with the batch as groups
+    return (c_in < 8 and c_in * kh * kw * positions <= IM2COL_MAX) or 2 * positions < 3 * c_in
+
+
+def conv_per_sample_im2col(g, x, weight, stride, padding, dilation):
+    """Per-sample Conv2d weight gradients (n, *weight.shape): im2col of the input, one bmm."""
+    n, (c_out, c_in, kh, kw) = len(g), weight.shape
+    x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    span_h, span_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    windows = x.unfold(2, span_h, stride[0]).unfold(3, span_w, stride[1])
+    windows = windows[..., ::dilation[0], ::dilation[1]]  # (n, c_in, H', W', kh, kw)
+    positions = g.shape[2] * g.shape[3]
+    cols = windows.permute(0, 1, 4, 5, 2, 3).reshape(n, c_in * kh * kw, positions)
+    grads = torch.bmm(g.reshape(n, c_out, positions), cols.transpose(1, 2))
+    return grads.view(n, *weight.shape)
+
+
+def conv_per_sample_grouped(g, x, weight, stride, padding, dilation):
+    """Per-sample Conv2d weight gradients (n, *weight.shape): one weight-gradient convolution
+    with the batch as groups."""
+    n, (c_out, c_in) = len(g), weight.shape[:2]
     grads = aten.convolution_backward(
         g.reshape(1, n * c_out, *g.shape[2:]), x.reshape(1, n * c_in, *x.shape[2:]),
         weight.repeat(n, 1, 1, 1), None, stride, padding, dilation, False, [0, 0], n,
@@ -75,8 +83,14 @@ class _Conv2d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = aten.convolution_backward(g, x, weight, None, stride, padding, dilation,
                                                False, [0, 0], 1, [True, False, False])[0]
-        if weight.requires_grad:
-            _store(weight, _conv_weight_per_sample(g, x, weight, stride, padding, dilation) * n)
+        if weight.requires_grad and n == 0:
+            _store(weight, weight.new_zeros(0, *weight.shape))
+        elif weight.requires_grad:
+            method = conv_per_sample_im2col if uses_im2col(weight, g) else conv_per_sample_grouped
+            if g.numel() < weight.numel() * n:  # scale the smaller tensor
+                _store(weight, method(g * n, x, weight, stride, padding, dilation))
+            else:
+                _store(weight, method(g, x, weight, stride, padding, dilation) * n)
         if ctx.bias is not None:
             _store(ctx.bias, g.sum((2, 3)) * n)
         return grad_x, None, None, None, None, None
