@@ -199,7 +199,7 @@ def conv_methods(make_model, x, s, clock: str, reps: int) -> list[dict]:
         conv, g = layers[name], torch.randn_like(out)
         args = (g, inp.detach(), conv.weight, conv.stride, conv.padding, conv.dilation)
 
-        def method(fn):
+        def method(fn, args=args):
             def run():
                 for _ in range(20):
                     fn(*args)
