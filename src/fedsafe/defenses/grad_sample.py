@@ -5,9 +5,9 @@ per-sample gradients again from stored activations; the batch gradient is thrown
 layer with parameters runs through an autograd Function whose backward returns only the input
 gradient and writes the per-sample weight gradients to `p.grad_sample`, the attribute Opacus's
 DPOptimizer clips, noises and accounts for. Same numbers as Opacus's hooks (tested), without the
-wasted batch gradient, and per-sample conv gradients as one grouped convolution (im2col for the
-image-input layer) rather than Opacus's im2col for every layer: 1.5x plain training instead of
-2.3x on the default cell (bench/bench_dpsgd.py).
+wasted batch gradient, and per-sample conv gradients as one grouped convolution (im2col where that
+is faster) rather than Opacus's im2col for every layer: 1.5x plain training instead of 2.3x on
+the default cell (bench/bench_dpsgd.py).
 
 Per-sample gradients are of each sample's own loss (the batch-mean loss's gradient times the
 batch size), as Opacus's hooks give with loss_reduction="mean". Layers: Conv2d (groups 1, zero
