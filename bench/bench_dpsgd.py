@@ -281,7 +281,8 @@ def main(argv=None, **_) -> dict:
              + table(conv_methods(make_model, x, s, a.clock, reps)))
     write("dp_sgd", "Item 2: DP-SGD (Opacus) vs non-private training", body)
     return {"dp_sgd_project_ratio": lt, "dp_sgd_best_mode": best,
-            "dp_sgd_best_ratio": base / sps(best)}
+            "dp_sgd_best_ratio": base / sps(best),
+            "dp_sgd_fused_ratio": base / sps("fused") if "fused" in modes else None}
 
 
 if __name__ == "__main__":
