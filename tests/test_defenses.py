@@ -151,6 +151,15 @@ def test_dp_sgd_grad_sample_modes_agree(data, mode):
         assert torch.allclose(hooks[k], other[k], atol=1e-5), k
 
 
+def test_dp_sgd_same_seed_same_update(data):
+    x, y = data[:2]
+    a, ma = train(["dp_sgd"], 1.0, {}, x, y)
+    b, mb = train(["dp_sgd"], 1.0, {}, x, y)
+    assert ma == mb and all(torch.equal(a[k], b[k]) for k in a)
+    c, _ = train(["dp_sgd"], 1.0, {}, x, y, rnd=2)  # another round: other batches and noise
+    assert not torch.equal(a["1.weight"], c["1.weight"])
+
+
 @pytest.mark.parametrize("mode", ["fused", "hooks"])
 def test_dp_sgd_counts_empty_poisson_batches(data, mode):
     """With 10 samples and batch 1 a third of Poisson batches are empty; each is still a noisy
