@@ -51,10 +51,7 @@ def _private(model, opt, loader, mode, noise=1.0, poisson=True):
 
     from fedsafe.defenses import grad_sample
 
-    mode = mode.split(":")[0]
-    if mode == "fused":
-        grad_sample.attach(model)
-        mode = "no_op"
+    mode = grad_sample.opacus_mode(model, mode.split(":")[0])
     engine = PrivacyEngine(accountant="rdp")
     kw = dict(module=model, optimizer=opt, data_loader=loader, noise_multiplier=noise,
               max_grad_norm=1.0, poisson_sampling=poisson, grad_sample_mode=mode)

@@ -28,10 +28,7 @@ class DPSGD(Mechanism):
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
-        mode = self.options["grad_sample_mode"]
         self.model = model
-        if mode == "fused":
-            grad_sample.attach(model)
         self.engine = PrivacyEngine(accountant=self.options["accountant"])
         self.engine.accountant.history = [tuple(h) for h in state.get("dp_history", [])]
         return self.engine.make_private(
@@ -40,7 +37,7 @@ class DPSGD(Mechanism):
             max_grad_norm=float(self.options["clip_norm"]),
             poisson_sampling=bool(self.options["poisson_sampling"]),
             # same gradients in every mode, different speed (bench/bench_dpsgd.py)
-            grad_sample_mode="no_op" if mode == "fused" else mode,
+            grad_sample_mode=grad_sample.opacus_mode(model, self.options["grad_sample_mode"]),
         )
 
     def finish_training(self, state):

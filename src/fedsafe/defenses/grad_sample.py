@@ -164,6 +164,9 @@ def _group_norm(self, x):
     return _GroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
 
 
+_FORWARDS = (_conv2d, _linear, _group_norm)
+
+
 def _forward_for(module: nn.Module):
     """The per-sample forward for exactly these layer types (a subclass may compute otherwise)."""
     kind = type(module)
@@ -179,8 +182,7 @@ def attach(model: nn.Module) -> nn.Module:
     `model`). Raises ValueError naming the first layer with trainable parameters it cannot do."""
     plan = []
     for name, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        if not own:
+        if not any(p.requires_grad for p in module.parameters(recurse=False)):
             continue
         forward = _forward_for(module)
         if forward is None:
@@ -195,5 +197,15 @@ def attach(model: nn.Module) -> nn.Module:
 def detach(model: nn.Module) -> nn.Module:
     """Undo `attach`: the layers' own forward again."""
     for module in model.modules():
-        module.__dict__.pop("forward", None)
+        if getattr(module.__dict__.get("forward"), "__func__", None) in _FORWARDS:
+            del module.forward
     return model
+
+
+def opacus_mode(model: nn.Module, mode: str) -> str:
+    """Opacus's grad_sample_mode for dp_sgd's `mode`: `fused` attaches this engine to `model` and
+    hands Opacus the per-sample gradients through its `no_op` mode; Opacus's own modes pass."""
+    if mode != "fused":
+        return mode
+    attach(model)
+    return "no_op"
