@@ -12,7 +12,10 @@ import yaml
 
 from fedsafe.attacks import ATTACKS, known_attacks
 from fedsafe.data.registry import DATASETS, known_datasets
-from fedsafe.defenses import MECHANISMS, check_options, has_noise, known_mechanisms
+from fedsafe.defenses import MECHANISMS, has_noise, known_mechanisms
+from fedsafe.defenses import check_options as check_defense_options
+from fedsafe.options import check as check_options
+from fedsafe.options import resolve
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -52,7 +55,7 @@ def check(config: dict) -> None:
                 raise ConfigError(f"{key}: unknown defense {p!r}; known: {known_mechanisms()} "
                                   "(combine them with `parts:`)")
         try:
-            check_options(name, parts, d.get("options", {}))
+            check_defense_options(name, parts, d.get("options", {}))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if has_noise(parts) and "noise_multipliers" not in d:
@@ -67,6 +70,10 @@ def check(config: dict) -> None:
         if kind not in ATTACKS:
             key = f"attacks.{name}.type" if "type" in a else f"attacks.{name}"
             raise ConfigError(f"{key}: unknown attack {kind!r}; known: {known_attacks()}")
+        try:
+            check_options(f"attacks.{name}.options", ATTACKS[kind].options, a.get("options", {}))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def clients_per_round(n_clients: int, fraction: float) -> int:
@@ -141,7 +148,8 @@ def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int |
 
 def attack_spec(config: dict, attack: str) -> dict:
     a = config["attacks"][attack]
-    return {"attack": attack, "type": a.get("type", attack), "options": a["options"]}
+    kind = a.get("type", attack)
+    return {"attack": attack, "type": kind, "options": resolve(ATTACKS[kind].options, a["options"])}
 
 
 def config_hash(obj) -> str:

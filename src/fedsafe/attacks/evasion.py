@@ -21,7 +21,7 @@ def _attack_factory(kind: str, eps: float, options: dict):
     import torchattacks
 
     steps = int(options.get("steps", 10))
-    step = float(options.get("step_size", 0)) or eps / float(options.get("step_fraction", 4))
+    step = float(options.get("step_size") or eps / float(options.get("step_fraction", 4)))
     if kind == "fgsm":
         return lambda m: torchattacks.FGSM(m, eps=eps)
     if options.get("norm", "Linf") == "L2":

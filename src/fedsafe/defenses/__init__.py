@@ -7,6 +7,9 @@ time. A defense made of several parts shares one `options` dict; each part reads
 
 from dataclasses import dataclass, field
 
+from fedsafe.options import Option
+from fedsafe.options import check as check_option_values
+
 
 @dataclass(frozen=True)
 class MechanismSpec:
@@ -14,9 +17,11 @@ class MechanismSpec:
     has_noise: bool  # runs once per noise multiplier; otherwise once with noise 0
     noise_meaning: str  # what the grid's noise multiplier is for this mechanism
     guarantee: str  # the formal guarantee it gives, or "none" and why
-    options: dict = field(default_factory=dict)  # option name -> default
-    choices: dict = field(default_factory=dict)  # option name -> its allowed values
+    options: dict[str, Option] = field(default_factory=dict)
 
+
+_DELTA = Option(1e-5, float, 0.0, 1.0, low_open=True, doc="delta of (epsilon, delta)-DP")
+_CLIP = Option(1.0, float, 0.0, low_open=True, doc="L2 clipping norm")
 
 MECHANISMS: dict[str, MechanismSpec] = {
     "none": MechanismSpec("fedsafe.defenses.base:Mechanism", False, "-", "none: no defense"),
@@ -24,36 +29,45 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "fedsafe.defenses.weight_noise:WeightNoise", True,
         "std of Gaussian noise added to every weight in transit",
         "none: unclipped noise has unbounded sensitivity (heuristic, not DP)",
-        {"uplink": True, "downlink": True}),
+        {"uplink": Option(True, bool, doc="noise on the client's update"),
+         "downlink": Option(True, bool, doc="noise on each client's copy of the global model")}),
     "dp_sgd": MechanismSpec(
         "fedsafe.defenses.dp_sgd:DPSGD", True,
         "Opacus noise multiplier (noise std / per-sample clip norm)",
         "sample-level (epsilon, delta)-DP per client, RDP accountant",
-        {"clip_norm": 1.0, "delta": 1e-5, "poisson_sampling": True, "accountant": "rdp",
-         "grad_sample_mode": "fused"},
-        {"accountant": ["rdp", "prv"], "grad_sample_mode": ["fused", "hooks", "ew", "functorch"]}),
+        {"clip_norm": _CLIP, "delta": _DELTA,
+         "poisson_sampling": Option(True, bool, doc="Poisson-sampled batches (the accountant's "
+                                                    "assumption)"),
+         "accountant": Option("rdp", str, choices=("rdp", "prv")),
+         "grad_sample_mode": Option("fused", str, choices=("fused", "hooks", "ew", "functorch"),
+                                    doc="how per-sample gradients are computed")}),
     "dp_fedavg": MechanismSpec(
         "fedsafe.defenses.dp_fedavg:DPFedAvg", True,
         "noise multiplier z: std of the noise on the sum of clipped updates = z * clip_norm",
         "client-level (epsilon, delta)-DP, RDP accountant of the sampled Gaussian mechanism",
-        {"clip_norm": 1.0, "delta": 1e-5, "mode": "central"},
-        {"mode": ["central", "distributed"]}),
+        {"clip_norm": _CLIP, "delta": _DELTA,
+         "mode": Option("central", str, choices=("central", "distributed"))}),
     "gradient_noise": MechanismSpec(
         "fedsafe.defenses.gradient_noise:GradientNoise", True,
         "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
         "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)",
-        {"distribution": "laplace"}, {"distribution": ["laplace", "gaussian"]}),
+        {"distribution": Option("laplace", str, choices=("laplace", "gaussian"))}),
     "secagg": MechanismSpec(
         "fedsafe.defenses.secagg:SecureAggregation", False, "-",
         "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
         "updates (honest-but-curious server); no DP",
-        {"clipping_range": 8.0, "quantization_range": 2 ** 24, "num_shares": 1.0,
-         "reconstruction_threshold": 0.67}),
+        {"clipping_range": Option(8.0, float, 0.0, low_open=True),
+         "quantization_range": Option(2 ** 24, int, 2),
+         "num_shares": Option(1.0, float, 0.0, low_open=True,
+                              doc="fraction of the sampled clients (<= 1) or a count"),
+         "reconstruction_threshold": Option(0.67, float, 0.0, low_open=True)}),
     "adv_training": MechanismSpec(
         "fedsafe.defenses.adv_training:AdversarialTraining", False, "-",
         "none: robustness defense, no privacy",
-        {"mode": "client", "eps": 0.03, "step_size": 0.005, "steps": 6, "fraction": 1.0,
-         "random_start": True}, {"mode": ["client", "server"]}),
+        {"mode": Option("client", str, choices=("client", "server")),
+         "eps": Option(0.03, float, 0.0, 1.0), "step_size": Option(0.005, float, 0.0, 1.0),
+         "steps": Option(6, int, 1), "fraction": Option(1.0, float, 0.0, 1.0, low_open=True),
+         "random_start": Option(True, bool)}),
 }
 
 
@@ -66,16 +80,10 @@ def has_noise(parts: list[str]) -> bool:
 
 
 def check_options(defense: str, parts: list[str], options: dict) -> None:
-    """Every option key must belong to one of the defense's parts; the error names the key."""
-    known = {k for p in parts for k in MECHANISMS[p].options}
-    for key, value in options.items():
-        if key not in known:
-            raise ValueError(f"defenses.{defense}.options.{key}: unknown option for {parts}; "
-                             f"known: {sorted(known) or 'none'}")
-        allowed = [c for p in parts for c in MECHANISMS[p].choices.get(key, [])]
-        if allowed and value not in allowed:
-            raise ValueError(f"defenses.{defense}.options.{key}: {value!r}; expected one of "
-                             f"{allowed}")
+    """Every option key must belong to one of the defense's parts, with a value of the declared
+    type, range and choices; the error names the key."""
+    known = {k: o for p in parts for k, o in MECHANISMS[p].options.items()}
+    check_option_values(f"defenses.{defense}.options", known, options)
     if "secagg" in parts and parts[-1] != "secagg":
         raise ValueError(f"defenses.{defense}.parts: secagg must be the last part (it masks "
                          "what the other parts send)")

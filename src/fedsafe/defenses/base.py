@@ -15,6 +15,7 @@ from importlib import import_module
 import torch
 
 from fedsafe.defenses import MECHANISMS, check_options
+from fedsafe.options import defaults as option_defaults
 
 Weights = dict[str, torch.Tensor]
 
@@ -28,7 +29,7 @@ class Mechanism:
     unweighted = False  # True: the sensitivity analysis needs the plain mean of updates
 
     def __init__(self, noise: float = 0.0, options: dict | None = None, seed: int = 0):
-        defaults = MECHANISMS[self.NAME].options
+        defaults = option_defaults(MECHANISMS[self.NAME].options)
         # a combined defense shares one options dict: keep only this part's keys
         given = {k: v for k, v in (options or {}).items() if k in defaults}
         self.noise, self.options, self.seed = float(noise), {**defaults, **given}, seed
