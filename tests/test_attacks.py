@@ -11,7 +11,8 @@ from conftest import base_config
 from fedsafe import config as fc
 from fedsafe.attacks.context import AttackContext
 from fedsafe.attacks.evasion import _attack_factory, run_fgsm, run_pgd
-from fedsafe.attacks.privacy import run_idlg, run_mia_loss
+from fedsafe.attacks.gradient_inversion import run_idlg
+from fedsafe.attacks.membership import run_mia_loss
 from fedsafe.data.prepare import load_prepared, prepare
 from fedsafe.defenses.base import Mechanism
 from fedsafe.federation.local import TrainSettings, local_train, to_tensor

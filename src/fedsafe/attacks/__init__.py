@@ -56,14 +56,14 @@ REFERENCE_OPTIONS = {
 ATTACKS: dict[str, AttackSpec] = {
     "fgsm": AttackSpec("fedsafe.attacks.evasion:run_fgsm", "evasion", EVASION, EVASION_OPTIONS),
     "pgd": AttackSpec("fedsafe.attacks.evasion:run_pgd", "evasion", EVASION, PGD_OPTIONS),
-    "dlg": AttackSpec("fedsafe.attacks.privacy:run_dlg", "inversion", INVERSION, INVERSION_OPTIONS),
-    "idlg": AttackSpec("fedsafe.attacks.privacy:run_idlg", "inversion", INVERSION,
+    "dlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_dlg", "inversion", INVERSION, INVERSION_OPTIONS),
+    "idlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_idlg", "inversion", INVERSION,
                        INVERSION_OPTIONS),
-    "inverting_gradients": AttackSpec("fedsafe.attacks.privacy:run_inverting_gradients",
+    "inverting_gradients": AttackSpec("fedsafe.attacks.gradient_inversion:run_inverting_gradients",
                                       "inversion", INVERSION, INVERSION_OPTIONS),
-    "mia_loss": AttackSpec("fedsafe.attacks.privacy:run_mia_loss", "membership", MEMBERSHIP,
+    "mia_loss": AttackSpec("fedsafe.attacks.membership:run_mia_loss", "membership", MEMBERSHIP,
                            MEMBERSHIP_OPTIONS),
-    "mia_reference": AttackSpec("fedsafe.attacks.privacy:run_mia_reference", "membership",
+    "mia_reference": AttackSpec("fedsafe.attacks.membership:run_mia_reference", "membership",
                                 MEMBERSHIP, REFERENCE_OPTIONS),
 }
 

@@ -11,6 +11,8 @@ Members and nonmembers are ``(x, y)`` tensor pairs. Every attack returns ``roc_m
 """
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -18,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedsafe.attacks.context import AttackContext
+from fedsafe.federation.local import TrainSettings, local_train, to_tensor
 from fedsafe.metrics import roc_metrics
 
 Pair = tuple[Tensor, Tensor]
@@ -103,3 +107,62 @@ def mia_reference(
     n_m = len(members[0])
     return roc_metrics(scores[:n_m], scores[n_m:], delta) | {
         "attack": "rmia_offline", "n_reference": n_reference, "offline_a": offline_a, "gamma": gamma}
+
+
+# Jobs: the attacks on a trained cell (members = clients' samples, non-members = holdout).
+
+def _members_and_nonmembers(ctx: AttackContext, n: int):
+    xs = np.concatenate([c[0] for c in ctx.data.clients])
+    ys = np.concatenate([c[1] for c in ctx.data.clients])
+    hx, hy = ctx.data.holdout
+    n = min(n, len(hy), len(ys))
+    rng = np.random.default_rng(ctx.seed)
+    mi, ni = rng.permutation(len(ys))[:n], rng.permutation(len(hy))[:n]
+    as_pair = lambda x, y: (to_tensor(x).to(ctx.device), torch.from_numpy(y).long().to(ctx.device))
+    return as_pair(xs[mi], ys[mi]), as_pair(hx[ni], hy[ni])
+
+
+def _delta(ctx) -> float:
+    return float(ctx.train_result.get("delta") or ctx.spec["options"].get("delta", 1e-5))
+
+
+def _membership_row(ctx, res: dict, t0: float) -> list[dict]:
+    eps = ctx.train_result.get("epsilon")
+    eps = None if eps is None else float(eps)  # JSON spells an infinite epsilon "inf"
+    return [{"attack_param": "n_samples", "attack_value": float(res["n_members"]),
+             "auc": res["auc"], "tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"],
+             "tpr_at_0_1pct_fpr": res["tpr_at_0_1pct_fpr"],
+             "empirical_epsilon": res["epsilon_lower_bound"],
+             "empirical_epsilon_point": res["epsilon_point_estimate"],
+             "formal_epsilon": eps, "attack_seconds": time.time() - t0}]
+
+
+def run_mia_loss(ctx: AttackContext, options: dict) -> list[dict]:
+    t0 = time.time()
+    members, nonmembers = _members_and_nonmembers(ctx, int(options.get("n_samples", 500)))
+    return _membership_row(ctx, mia_loss(ctx.new_model(), members, nonmembers, _delta(ctx)), t0)
+
+
+def run_mia_reference(ctx: AttackContext, options: dict) -> list[dict]:
+    """Offline RMIA; reference models are the cell's architecture trained centrally on halves of
+    the test split (disjoint from members and non-members)."""
+    t0 = time.time()
+    members, nonmembers = _members_and_nonmembers(ctx, int(options.get("n_samples", 500)))
+    population = (to_tensor(ctx.data.test[0]).to(ctx.device),
+                  torch.from_numpy(ctx.data.test[1]).long().to(ctx.device))
+    fed = ctx.spec["federation"]
+    epochs = int(options.get("reference_epochs") or fed["rounds"] * fed["local_epochs"])
+    settings = replace(TrainSettings.from_config(fed), local_epochs=epochs)
+
+    def train_reference(x, y, seed):
+        from fedsafe.defenses.base import Mechanism
+
+        model = ctx.new_model().train()
+        local_train(model, (x.cpu() * 255).round().byte().numpy(), y.cpu().numpy(), settings,
+                    Mechanism(), seed, 0, 0, {}, ctx.device)
+        return model.eval()
+
+    res = mia_reference(ctx.new_model(), members, nonmembers, population, train_reference,
+                        n_reference=int(options.get("n_reference", 2)), seed=ctx.seed,
+                        delta=_delta(ctx))
+    return _membership_row(ctx, res, t0)

@@ -1,5 +1,5 @@
-"""Privacy attacks on the cell's real federation: gradient inversion of a client's update (the
-server is honest-but-curious) and membership inference on the final global model.
+"""Gradient inversion of a client's update on the cell's real federation (the server is
+honest-but-curious).
 
 Gradient inversion replays the victim client with the deployed code (`local_train` with the cell's
 defense), starting from the global checkpoint of the attacked round, so the attacker sees exactly
@@ -124,64 +124,3 @@ def run_idlg(ctx, options):
 
 def run_inverting_gradients(ctx, options):
     return run_inversion(ctx, options, "inverting_gradients")
-
-
-def _members_and_nonmembers(ctx: AttackContext, n: int):
-    xs = np.concatenate([c[0] for c in ctx.data.clients])
-    ys = np.concatenate([c[1] for c in ctx.data.clients])
-    hx, hy = ctx.data.holdout
-    n = min(n, len(hy), len(ys))
-    rng = np.random.default_rng(ctx.seed)
-    mi, ni = rng.permutation(len(ys))[:n], rng.permutation(len(hy))[:n]
-    as_pair = lambda x, y: (to_tensor(x).to(ctx.device), torch.from_numpy(y).long().to(ctx.device))
-    return as_pair(xs[mi], ys[mi]), as_pair(hx[ni], hy[ni])
-
-
-def _delta(ctx) -> float:
-    return float(ctx.train_result.get("delta") or ctx.spec["options"].get("delta", 1e-5))
-
-
-def _membership_row(ctx, res: dict, t0: float) -> list[dict]:
-    eps = ctx.train_result.get("epsilon")
-    eps = None if eps is None else float(eps)  # JSON spells an infinite epsilon "inf"
-    return [{"attack_param": "n_samples", "attack_value": float(res["n_members"]),
-             "auc": res["auc"], "tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"],
-             "tpr_at_0_1pct_fpr": res["tpr_at_0_1pct_fpr"],
-             "empirical_epsilon": res["epsilon_lower_bound"],
-             "empirical_epsilon_point": res["epsilon_point_estimate"],
-             "formal_epsilon": eps, "attack_seconds": time.time() - t0}]
-
-
-def run_mia_loss(ctx: AttackContext, options: dict) -> list[dict]:
-    from fedsafe.attacks.membership import mia_loss
-
-    t0 = time.time()
-    members, nonmembers = _members_and_nonmembers(ctx, int(options.get("n_samples", 500)))
-    return _membership_row(ctx, mia_loss(ctx.new_model(), members, nonmembers, _delta(ctx)), t0)
-
-
-def run_mia_reference(ctx: AttackContext, options: dict) -> list[dict]:
-    """Offline RMIA; reference models are the cell's architecture trained centrally on halves of
-    the test split (disjoint from members and non-members)."""
-    from fedsafe.attacks.membership import mia_reference
-
-    t0 = time.time()
-    members, nonmembers = _members_and_nonmembers(ctx, int(options.get("n_samples", 500)))
-    population = (to_tensor(ctx.data.test[0]).to(ctx.device),
-                  torch.from_numpy(ctx.data.test[1]).long().to(ctx.device))
-    fed = ctx.spec["federation"]
-    epochs = int(options.get("reference_epochs") or fed["rounds"] * fed["local_epochs"])
-    settings = replace(TrainSettings.from_config(fed), local_epochs=epochs)
-
-    def train_reference(x, y, seed):
-        from fedsafe.defenses.base import Mechanism
-
-        model = ctx.new_model().train()
-        local_train(model, (x.cpu() * 255).round().byte().numpy(), y.cpu().numpy(), settings,
-                    Mechanism(), seed, 0, 0, {}, ctx.device)
-        return model.eval()
-
-    res = mia_reference(ctx.new_model(), members, nonmembers, population, train_reference,
-                        n_reference=int(options.get("n_reference", 2)), seed=ctx.seed,
-                        delta=_delta(ctx))
-    return _membership_row(ctx, res, t0)
