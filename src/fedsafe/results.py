@@ -1,6 +1,6 @@
 """Tidy results: the summary table (one row per cell x attack x attack parameter), the list of
-missing or stale jobs, and the paper-style tables rendered from the summary (mean ± std over seeds,
-best value per column in bold) as Markdown, LaTeX (booktabs) and HTML."""
+missing or stale jobs, and the paper-style tables rendered from the summary (mean and 95% interval
+over seeds; bold only where a difference is significant) as Markdown, LaTeX and HTML."""
 
 import json
 from pathlib import Path
@@ -169,18 +169,14 @@ def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def stats_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(text, best): `mean ± std` over seeds per grid point and column, and a mask of the best
-    value per column within each dataset."""
+    """(text, best): `mean ± half-width of the 95% t interval` over seeds per grid point and
+    column, and a mask of the cells marked best per column within each dataset (`best_cells`)."""
     if long.empty or long["value"].isna().all():
         return pd.DataFrame(columns=KEYS), pd.DataFrame(columns=KEYS)
-    stats = long.groupby(KEYS + ["column"], sort=False)["value"].agg(["mean", "std", "count"])
-    text = stats.apply(_mean_std, axis=1).unstack("column")
-    mean = stats["mean"].unstack("column")
     order = list(dict.fromkeys(long["column"]))
-    text, mean = text[order].sort_index(), mean[order].sort_index()
-    higher = long.drop_duplicates("column").set_index("column")["metric"].isin(HIGHER_IS_BETTER)
-    best = mean.apply(lambda col: col.groupby(level="dataset").transform(
-        "max" if higher[col.name] else "min").eq(col) & col.notna())
+    text = long.groupby(KEYS + ["column"], sort=False)["value"].agg(_mean_interval)
+    text = text.unstack("column")[order].sort_index()
+    best = best_cells(long).reindex(index=text.index, columns=order, fill_value=False)
     text.columns.name = best.columns.name = None
     keys = text.index.to_frame(index=False)
     keys["noise_multiplier"] = keys["noise_multiplier"].map("{:g}".format)
@@ -188,10 +184,31 @@ def stats_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat([keys.astype(bool) & False, best.reset_index(drop=True)], axis=1))
 
 
-def _mean_std(s: pd.Series) -> str:
-    if s["count"] == 0 or pd.isna(s["mean"]):
+def best_cells(long: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and column, the best grid point and every grid point not significantly worse
+    in a paired comparison over seeds (`fedsafe.stats.best_set`)."""
+    from fedsafe.stats import best_set
+
+    higher = long.drop_duplicates("column").set_index("column")["metric"].isin(HIGHER_IS_BETTER)
+    marks = {}
+    for (dataset, column), g in long.groupby(["dataset", "column"], sort=False):
+        per_seed = {k: dict(zip(v["seed"], v["value"].astype(float)))
+                    for k, v in g.groupby(["defense", "noise_multiplier"])}
+        for defense, noise in best_set(per_seed, bool(higher[column])):
+            marks[(dataset, defense, noise, column)] = True
+    index = pd.MultiIndex.from_tuples([k[:3] for k in marks], names=KEYS)
+    mask = pd.Series(True, index=pd.MultiIndex.from_tuples(list(marks), names=KEYS + ["column"]))
+    return (mask.unstack("column").fillna(False).astype(bool) if marks
+            else pd.DataFrame(index=index, dtype=bool))
+
+
+def _mean_interval(values: pd.Series) -> str:
+    from fedsafe.stats import interval
+
+    mean, lo, hi = interval(values.astype(float))
+    if pd.isna(mean):
         return "–"
-    return f"{s['mean']:.3f}" if s["count"] == 1 else f"{s['mean']:.3f} ± {s['std']:.3f}"
+    return f"{mean:.3f}" if pd.isna(lo) else f"{mean:.3f} ± {(hi - lo) / 2:.3f}"
 
 
 def render(text: pd.DataFrame, best: pd.DataFrame, fmt: str, caption: str = "") -> str:
@@ -209,9 +226,11 @@ def render(text: pd.DataFrame, best: pd.DataFrame, fmt: str, caption: str = "") 
     return style.set_caption(caption).to_html()
 
 
-NOTES = """Mean ± std over seeds (a single seed shows its value). **Bold**: the best value per column
-within a dataset, from the defender's view (highest accuracy; lowest attack success, transfer,
-reconstruction quality, membership AUC and epsilon). Clean accuracy: final global model on the full
+NOTES = """Mean ± half-width of the 95% Student-t interval over seeds (a single seed shows its value
+and no interval). **Bold**: within a dataset and column, the best value from the defender's view
+(highest accuracy; lowest attack success, transfer, reconstruction quality, membership AUC and
+epsilon) and every value not significantly worse in a paired t-test over seeds (95%): tied cells
+are bold together; with one seed nothing is bold, since no difference can be shown. Clean accuracy: final global model on the full
 test set. ASR (attack success rate): share of correctly classified samples whose prediction the
 attack flips; transfer: share of adversarial examples crafted on one client's copy of the model that
 also fool another client's copy. Trade-off: worst case over attacks (lowest robust accuracy, highest
