@@ -20,6 +20,7 @@ rule all:
     input:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/tables/comparison.md",
+        f"{RESULTS}/claims.md",
         f"{RESULTS}/plots/frontier.png",
 
 

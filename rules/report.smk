@@ -58,6 +58,26 @@ rule tables:
         "../workflow/scripts/tables.py"
 
 
+rule claims:
+    input:
+        summary=rules.aggregate.output.csv,
+    output:
+        claims=report(
+            f"{RESULTS}/claims.md",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"document": "claims and verdicts"},
+        ),
+    log:
+        f"{RESULTS}/logs/claims.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/claims.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
+    script:
+        "../workflow/scripts/claims.py"
+
+
 rule plots:
     input:
         summary=rules.aggregate.output.csv,

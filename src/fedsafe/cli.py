@@ -1,6 +1,8 @@
 """`fedsafe relog RESULTS_DIR --experiment NAME`: mirror the job files under a results folder to
 MLflow again (for jobs that ran while the tracker was unreachable). Replaces runs, never
-duplicates them, so it is safe to run any number of times."""
+duplicates them, so it is safe to run any number of times.
+
+`fedsafe compare A.csv B.csv`: the metrics of two summaries that moved beyond their intervals."""
 
 import argparse
 import json
@@ -42,8 +44,26 @@ def main(argv=None) -> None:
     r.add_argument("--experiment", required=True, help="the config's `experiment` name")
     r.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else "
                    "sqlite:///RESULTS_DIR/mlflow.db")
+    c = sub.add_parser("compare", help="list the metrics of two summary.csv files that moved "
+                       "beyond their 95%% intervals over seeds")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--atol", type=float, default=1e-9,
+                   help="single-seed cells: how far means may differ (default 1e-9)")
+    c.add_argument("--fail", action="store_true", help="exit 1 if any metric moved")
     args = p.parse_args(argv)
-    print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
+    if args.cmd == "relog":
+        print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
+        return
+    import pandas as pd
+
+    from fedsafe.compare import compare
+
+    moved = compare(pd.read_csv(args.a), pd.read_csv(args.b), args.atol)
+    print(moved.to_markdown(index=False, floatfmt=".4g") if len(moved) else
+          "No metric moved beyond its interval.")
+    if args.fail and len(moved):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

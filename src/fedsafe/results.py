@@ -54,7 +54,8 @@ def _number(x) -> float | None:
 def _train_row(train: dict) -> dict:
     s = train["spec"]
     return {"spec_hash": spec_hash(s), "dataset": s["dataset"], "defense": s["defense"],
-            "noise_multiplier": s["noise"], "seed": s["seed"], "guarantee": train["guarantee"],
+            "noise_multiplier": s["noise"], "seed": s["seed"],
+            "defense_parts": "+".join(s["parts"]), "guarantee": train["guarantee"],
             # JSON spells an infinite epsilon (noise 0) "inf": keep the column numeric
             "epsilon": _number(train.get("epsilon")), "delta": train.get("delta"),
             "rounds": train["rounds"], "clean_accuracy": train["clean_accuracy"],

@@ -1,0 +1,87 @@
+"""The claims report on synthetic summaries whose truth is known: supported, contradicted,
+inconclusive and untested verdicts each come from the data, not from the claim."""
+
+import numpy as np
+import pandas as pd
+
+from fedsafe import claims as cl
+
+CELLS = {  # defense -> (parts, guarantee, epsilon, clean, robust, ssim, auc), per seed + noise
+    "none": ("none", "none: no defense", np.nan, 0.80, 0.10, 0.85, 0.70),
+    "weight_noise": ("weight_noise", "none: heuristic", np.nan, 0.79, 0.30, 0.80, 0.69),
+    "dp_sgd": ("dp_sgd", "sample-level (epsilon, delta)-DP", 8.0, 0.60, 0.05, 0.70, 0.51),
+}
+
+
+def summary(seeds=(0, 1, 2), cells=CELLS, jitter=0.003):
+    rng = np.random.default_rng(0)
+    rows = []
+    for defense, (parts, guarantee, eps, clean, robust, ssim, auc) in cells.items():
+        for seed in seeds:
+            e = lambda v: v + jitter * rng.standard_normal()  # noqa: E731
+            base = {"config_hash": "x", "dataset": "mri", "defense": defense,
+                    "noise_multiplier": 0.0 if defense == "none" else 1.0, "seed": seed,
+                    "defense_parts": parts, "guarantee": guarantee, "epsilon": eps,
+                    "clean_accuracy": e(clean)}
+            rows += [{**base, "attack": "pgd", "family": "evasion", "attack_param": "eps",
+                      "attack_value": 0.03, "robust_accuracy": e(robust), "transfer_rate": 0.5},
+                     {**base, "attack": "ig", "family": "inversion", "attack_param": "round",
+                      "attack_value": 1.0, "ssim": e(ssim)},
+                     {**base, "attack": "mia", "family": "membership",
+                      "attack_param": "n_samples", "attack_value": 100.0, "auc": e(auc)}]
+    return pd.DataFrame(rows)
+
+
+def verdicts(df):
+    metrics = cl.cell_metrics(df)
+    return {c.id: cl.evaluate(c, metrics)[0] for c in cl.CLAIMS}
+
+
+def test_true_false_and_untested_claims():
+    v = verdicts(summary())
+    assert v["fedsafe-noise-robustness"] == cl.SUPPORTED  # 0.30 vs 0.10 robust accuracy
+    assert v["fedsafe-noise-cheap"] == cl.SUPPORTED  # loses 0.01 clean accuracy
+    assert v["medpfl-server-reconstructs"] == cl.SUPPORTED  # SSIM 0.85
+    assert v["formal-stops-inversion"] == cl.CONTRADICTED  # DP cell still at SSIM 0.70
+    assert v["formal-stops-membership"] == cl.SUPPORTED  # AUC 0.51
+    assert v["fedsafe-noise-close-to-adv"] == cl.UNTESTED  # no adversarial training cell
+    assert v["medpfl-noise-does-not-protect"] == cl.UNTESTED  # no gradient-noise cell
+    assert v["fedsafe-noise-transfer"] == cl.INCONCLUSIVE  # transfer 0.5 either way: no effect
+
+
+def test_one_seed_is_inconclusive_and_noise_is_not_an_effect():
+    assert set(verdicts(summary(seeds=(0,))).values()) <= {cl.INCONCLUSIVE, cl.UNTESTED}
+    same = {k: (*v[:3], 0.8, 0.1, 0.85, 0.7) for k, v in CELLS.items()}  # no real differences
+    v = verdicts(summary(seeds=range(5), cells=same, jitter=0.05))
+    assert v["fedsafe-noise-robustness"] == cl.INCONCLUSIVE
+
+
+def test_report_lists_every_claim_and_the_costs():
+    text = cl.report(summary())
+    for c in cl.CLAIMS:
+        assert c.id in text
+    assert "**contradicted**" in text and "**untested**" in text and "Untested: the grid needs" in text
+    assert "What each defense costs" in text and "dp_sgd σ=1" in text
+
+
+def test_compare_lists_only_metrics_that_moved(tmp_path):
+    from fedsafe.cli import main
+    from fedsafe.compare import compare
+
+    a = summary()
+    b = a.copy()
+    b.loc[b["defense"] == "dp_sgd", "auc"] += 0.2  # a real change in one cell
+    b["ssim"] += 1e-4  # within the seeds' intervals
+    b["train_seconds"] = 99.0  # timings never count
+    moved = compare(a, b)
+    assert set(zip(moved["defense"], moved["metric"])) == {("dp_sgd", "auc")}
+    assert compare(a, a).empty
+    one = compare(summary(seeds=(0,)), summary(seeds=(0,)).assign(auc=lambda f: f["auc"] + 1e-3))
+    assert set(one["metric"]) == {"auc"} and "1 seed" in one["why"].iloc[0]
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    try:
+        main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--fail"])
+        raise AssertionError("--fail should exit 1")
+    except SystemExit as e:
+        assert e.code == 1
