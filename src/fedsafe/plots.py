@@ -1,5 +1,5 @@
-"""Figures from the summary table (matplotlib, PNG and SVG): mean over seeds with error bars of one
-standard deviation. A figure whose attack family is not in the grid says so instead of failing."""
+"""Figures from the summary table (matplotlib, PNG and SVG): mean over seeds with error bars of the
+95% t interval. A figure whose attack family is not in the grid says so instead of failing."""
 
 import shutil
 from pathlib import Path
@@ -36,8 +36,14 @@ def _per_cell(frame: pd.DataFrame, metric: str, how: str = "mean") -> pd.DataFra
 
 
 def _seed_stats(frame: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    out = frame.groupby(by, as_index=False)[metric].agg(["mean", "std"])
-    return out.fillna({"std": 0.0})
+    """Mean over seeds and `err`, the half-width of its 95% t interval (0 with one seed)."""
+    from fedsafe.stats import interval
+
+    def half_width(v):
+        mean, lo, hi = interval(v.astype(float))
+        return 0.0 if np.isnan(lo) else (hi - lo) / 2
+
+    return frame.groupby(by, as_index=False)[metric].agg(mean="mean", err=half_width)
 
 
 def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, stem: Path) -> None:
@@ -51,7 +57,7 @@ def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, st
     colors = {v: f"C{i}" for i, v in enumerate(sorted(stats[line].unique()))}
     for ax, defense in zip(axes[0], noisy or ["(no noisy defense)"]):
         for value, g in stats[stats["defense"] == defense].groupby(line):
-            ax.errorbar(g["noise_multiplier"], g["mean"], yerr=g["std"], marker="o", capsize=3,
+            ax.errorbar(g["noise_multiplier"], g["mean"], yerr=g["err"], marker="o", capsize=3,
                         color=colors[value], label=str(value))
         for (value, ref), g in flat.groupby([line, "defense"]):
             ax.axhline(g["mean"].iloc[0], ls="--", lw=1, color=colors[value],
@@ -59,7 +65,7 @@ def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, st
         ax.set(title=f"defense: {defense}", xlabel="noise multiplier σ", ylabel=ylabel)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title=line)
-    fig.suptitle(f"{ylabel} vs noise multiplier (mean ± std over seeds)")
+    fig.suptitle(f"{ylabel} vs noise multiplier (mean, 95% t interval over seeds)")
     _save(fig, stem)
 
 
@@ -74,13 +80,13 @@ def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
                              squeeze=False, sharey=True)
     for ax, ((dataset, attack), p) in zip(axes[0], panels):
         for setting, g in p.groupby("setting"):
-            ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=g["std"], marker="o",
+            ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=g["err"], marker="o",
                         capsize=3, label=setting)
         ax.set(title=f"{dataset}: {attack}", xlabel="perturbation budget ε (L∞, pixels in [0,1])",
                ylabel="robust accuracy")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="defense, noise")
-    fig.suptitle("Robust accuracy vs attack strength (mean ± std over seeds)")
+    fig.suptitle("Robust accuracy vs attack strength (mean, 95% t interval over seeds)")
     _save(fig, stem)
 
 
@@ -111,8 +117,8 @@ def frontier(df: pd.DataFrame, stem: Path) -> None:
             ax, x, y = axes[row][col], stats[xm], stats[ym]
             for key in y.index[y["mean"].notna()]:
                 dataset, defense, noise = key
-                ax.errorbar(x.loc[key, "mean"], y.loc[key, "mean"], xerr=x.loc[key, "std"],
-                            yerr=y.loc[key, "std"], capsize=3, ls="none",
+                ax.errorbar(x.loc[key, "mean"], y.loc[key, "mean"], xerr=x.loc[key, "err"],
+                            yerr=y.loc[key, "err"], capsize=3, ls="none",
                             marker=MARKERS[datasets.index(dataset) % len(MARKERS)],
                             color=f"C{defenses.index(defense)}")
                 ax.annotate(f"σ={noise:g}", (x.loc[key, "mean"], y.loc[key, "mean"]),
@@ -126,7 +132,7 @@ def frontier(df: pd.DataFrame, stem: Path) -> None:
     handles += [plt.Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], ls="none",
                            label=f"dataset: {d}") for i, d in enumerate(datasets)]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle("Privacy-utility-robustness frontier (mean ± std over seeds;\n"
+    fig.suptitle("Privacy-utility-robustness frontier (mean, 95% t interval over seeds;\n"
                  "ε only for defenses with a formal guarantee)")
     _save(fig, stem)
 
