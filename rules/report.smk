@@ -82,6 +82,7 @@ rule plots:
     input:
         summary=rules.aggregate.output.csv,
         tables=rules.tables.output,
+        claims=rules.claims.output.claims,
     output:
         **{
             name: report(

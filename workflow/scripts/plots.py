@@ -1,4 +1,4 @@
-"""Figures, then the summary, tables and figures mirrored to MLflow as the experiment's `summary`
+"""Figures, then the summary, claims, tables and figures mirrored to MLflow as the experiment's `summary`
 run (a warning, not a failure, if the tracker is unreachable)."""
 
 from pathlib import Path
@@ -19,5 +19,5 @@ if snakemake.params.mlflow.get("enabled", True):
     results = Path(snakemake.input.summary).parent
     log_summary(tracking_uri(snakemake.params.mlflow, results), snakemake.params.experiment,
                 snakemake.params.config_hash,
-                {"": [snakemake.input.summary], "tables": list(snakemake.input.tables),
+                {"": [snakemake.input.summary, snakemake.input.claims], "tables": list(snakemake.input.tables),
                  "plots": pngs + list(snakemake.output.svg)})
