@@ -85,3 +85,22 @@ def test_compare_lists_only_metrics_that_moved(tmp_path):
         raise AssertionError("--fail should exit 1")
     except SystemExit as e:
         assert e.code == 1
+
+
+def test_publish_copies_the_generated_verdicts(tmp_path):
+    from fedsafe.publish import END, START, publish
+
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "claims.md").write_text(cl.report(summary()))
+    (results / "tables" / "comparison.md").write_text("# Comparison\n\n| a |\n|---|\n| 1 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold, typed by hand\n{END}\nrest\n")
+    for _ in range(2):  # idempotent
+        publish(results, "config/config.yaml", readme, tmp_path / "docs" / "results.md")
+    text = readme.read_text()
+    assert "typed by hand" not in text and text.count(START) == 1 and text.endswith("rest\n")
+    assert "| claim | source | verdict | rule |" in text and "**contradicted**" in text
+    assert "`make run` then `fedsafe publish" in text
+    docs = (tmp_path / "docs" / "results.md").read_text()
+    assert "## Claims" in docs and "## All tables" in docs

@@ -2,7 +2,8 @@
 MLflow again (for jobs that ran while the tracker was unreachable). Replaces runs, never
 duplicates them, so it is safe to run any number of times.
 
-`fedsafe compare A.csv B.csv`: the metrics of two summaries that moved beyond their intervals."""
+`fedsafe compare A.csv B.csv`: the metrics of two summaries that moved beyond their intervals.
+`fedsafe publish RESULTS_DIR`: the run's verdicts into README.md, its claims and tables into docs/."""
 
 import argparse
 import json
@@ -51,7 +52,17 @@ def main(argv=None) -> None:
     c.add_argument("--atol", type=float, default=1e-9,
                    help="single-seed cells: how far means may differ (default 1e-9)")
     c.add_argument("--fail", action="store_true", help="exit 1 if any metric moved")
+    pub = sub.add_parser("publish", help="copy RESULTS_DIR's verdicts into README.md and its "
+                         "claims and tables into docs/results.md")
+    pub.add_argument("results_dir", type=Path)
+    pub.add_argument("--configfile", default="config/config.yaml",
+                     help="the config the results came from (named in the docs)")
     args = p.parse_args(argv)
+    if args.cmd == "publish":
+        from fedsafe.publish import publish
+
+        publish(args.results_dir, args.configfile)
+        return
     if args.cmd == "relog":
         print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
         return
