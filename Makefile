@@ -3,6 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+CONFIG ?= config/config.yaml
+# More snakemake arguments, e.g. ARGS="--keep-going" or ARGS="--profile slurm".
+ARGS ?=
 
 .PHONY: run test lint bench install clean-results
 install: $(VENV)/.installed
@@ -17,8 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps medmnist
 	touch $@
 
+# Also the command to resume an interrupted run: finished jobs are kept, jobs a hard kill left
+# incomplete are redone (profiles/default), and a lock left by a dead run is removed (only if no
+# snakemake runs here; see src/fedsafe/launch.py).
 run: install
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/python -m fedsafe.launch --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

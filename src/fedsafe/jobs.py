@@ -66,14 +66,21 @@ def prepare(spec: dict, out_dir: str | Path) -> dict:
     return manifest
 
 
-def results_dir_of(job_file: str | Path) -> Path:
-    """The results folder, from a train/attack job file `<results>/<stage>/<cell: 4 parts>/<f>`
-    (the default MLflow store lives there)."""
-    return Path(job_file).parents[5]
+def tracking(config: dict) -> dict | None:
+    """Where jobs log: read by the job scripts from Snakemake's config at run time, never passed
+    as a rule param, so changing the tracking server or experiment never reruns a job (params
+    are part of Snakemake's rerun triggers). None when tracking is off."""
+    from fedsafe.tracking import tracking_uri
+
+    cfg = config.get("mlflow", {})
+    if not cfg.get("enabled", True):
+        return None
+    return {"uri": tracking_uri(cfg, config.get("results_dir", "results")),
+            "experiment": config.get("experiment", "fedsafe")}
 
 
-def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: dict,
-          experiment: str, threads: int = 1, gpus: int = 0) -> dict:
+def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict | None = None,
+          threads: int = 1, gpus: int = 0) -> dict:
     from fedsafe.federation.simulation import train_cell
 
     _set_threads(threads)
@@ -82,10 +89,10 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     result = train_cell(Path(data_path).parent, spec, Path(out_json).parent, threads, gpus)
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
-    if mlflow_cfg.get("enabled", True):
-        from fedsafe.tracking import log_train, tracking_uri
+    if tracked:
+        from fedsafe.tracking import log_train
 
-        log_train(tracking_uri(mlflow_cfg, results_dir_of(out_json)), experiment, result,
+        log_train(tracked["uri"], tracked["experiment"], result,
                   [Path(out_json).with_name("model.pt")])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
@@ -93,7 +100,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
 
 
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
-           train_json: str | Path, out_json: str | Path, mlflow_cfg: dict, experiment: str,
+           train_json: str | Path, out_json: str | Path, tracked: dict | None = None,
            threads: int = 1) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
@@ -113,9 +120,9 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
               "family": ATTACKS[kind].family, "options": attack_spec["options"], "rows": rows,
               "seconds": time.time() - t0}
     write_json(result, out_json)
-    if mlflow_cfg.get("enabled", True):
-        from fedsafe.tracking import log_attack, tracking_uri
+    if tracked:
+        from fedsafe.tracking import log_attack
 
-        log_attack(tracking_uri(mlflow_cfg, results_dir_of(out_json)), experiment, result, train_spec,
+        log_attack(tracked["uri"], tracked["experiment"], result, train_spec,
                    sorted(Path(out_json).parent.glob("*_reconstructions.png")))
     return rows
