@@ -2,7 +2,7 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -16,9 +16,8 @@ os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
 from fedsafe import config as fc
 from fedsafe import results as fr
 
-validate(config, "../config/schema.yaml")
 try:
-    fc.check(config)
+    fc.validate(config)
 except fc.ConfigError as err:
     raise WorkflowError(f"config error: {err}")
 

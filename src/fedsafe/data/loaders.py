@@ -181,6 +181,7 @@ def load_image_folder(
     train, test = _list_split(base, "Training"), _list_split(base, "Testing")
     names = sorted(train)
     if classes:
+        classes = [classes] if isinstance(classes, str) else classes
         missing = sorted(set(classes) - set(names))
         if missing:
             raise ValueError(f"image_folder: classes {missing} not found in {base / 'Training'} "
