@@ -95,6 +95,7 @@ def check(config: dict) -> None:
             raise ConfigError(str(e)) from None
         _check_fits(config, name)
         _check_local_files(name, ds)
+        _check_packages(name, ds)
     for name, d in config["defenses"].items():
         parts = defense_parts(config, name)
         for p in parts:
@@ -179,6 +180,18 @@ def _check_inversion_rounds(config: dict) -> None:
         if rnd not in fed["checkpoint_rounds"]:
             raise ConfigError(f"{key}: round {rnd} is not checkpointed; add it to "
                               f"federation.checkpoint_rounds (now {fed['checkpoint_rounds']})")
+
+
+def _check_packages(name: str, ds: dict) -> None:
+    """Optional packages a dataset needs, before any job (the loader says the same at run time)."""
+    import importlib.util
+
+    if ds.get("source", name) == "medmnist" and ds["options"].get("flag") and \
+            importlib.util.find_spec("medmnist") is None:
+        from fedsafe.data.loaders import MEDMNIST_INSTALL
+
+        raise ConfigError(f"datasets.{name}.options.flag: MedMNIST class names and downloads need "
+                          f"the optional medmnist package: `{MEDMNIST_INSTALL}`")
 
 
 def _check_local_files(name: str, ds: dict) -> None:

@@ -42,6 +42,34 @@ def _jsonable(obj):
     return obj
 
 
+def regenerate_hint(path: str | Path) -> str:
+    """What to type when a job's input file is damaged: a missing output is redone by the next
+    run, and so is everything that depends on it."""
+    return (f"delete it and run the workflow again, which regenerates it: `rm {path}` then "
+            "`make run` (or the snakemake command you ran)")
+
+
+def read_json(path: str | Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt or truncated JSON ({e}); {regenerate_hint(path)}") from e
+
+
+def load_torch(path: str | Path, device: str = "cpu"):
+    """torch.load of a job file (weights_only: plain tensors, never pickled code), with an error
+    that names the file and how to regenerate it instead of a bare unpickling error."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(f"{path}: cannot be read, corrupt or truncated ({type(e).__name__}: "
+                         f"{str(e)[:200]}); {regenerate_hint(path)}") from e
+
+
 def cell_id(spec: dict) -> str:
     from fedsafe.config import cell_id as make_id
 
@@ -109,7 +137,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     _set_threads(threads)
     cell, kind = cell_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
-                       json.loads(Path(train_json).read_text()),
+                       read_json(train_json),
                        pick_device(train_spec["federation"]["device"]), Path(out_json).parent)
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
