@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # More snakemake arguments, e.g. ARGS="--keep-going" or ARGS="--profile slurm".
 ARGS ?=
 
-.PHONY: run test lint bench install clean-results
+.PHONY: run test test-slow lint bench install clean-results config-doc
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -26,8 +26,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	$(BIN)/python -m fedsafe.launch --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
+# The quick suite, for the edit-test loop (a few minutes on 2 cores).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not slurm"
+
+# End-to-end runs of the workflow and the real-SLURM test (skipped where no SLURM answers).
+test-slow: install
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "slow or slurm"
+
+config-doc: install  # regenerate config/README.md from the schema and the registries
+	$(BIN)/python -m fedsafe.config_doc config/README.md
 
 bench: install  # speed ratios, see bench/README.md; BENCH_ARGS="--grid" also times the default grid
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -227,3 +227,22 @@ def test_fuzz_every_key_of_every_shipped_config(shipped, tmp_path, monkeypatch):
             continue
         assert not must_fail, f"{label}: accepted"
     assert n > 50
+
+
+def test_config_readme_is_generated_from_schema_and_registries():
+    """config/README.md documents every key and every registry option; regenerate it with
+    `make config-doc` after changing the schema or an option declaration."""
+    from fedsafe.config_doc import render
+
+    text = render()
+    assert (ROOT / "config/README.md").read_text() == text, "run `make config-doc`"
+    schema = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
+    for key, s in schema["properties"].items():
+        assert f"| `{key}` |" in text and s.get("description"), key
+    from fedsafe.attacks import ATTACKS
+    from fedsafe.data.registry import DATASETS
+
+    for registry in (DATASETS, ATTACKS):
+        for name, spec in registry.items():
+            assert f"**`{name}`**" in text
+            assert all(f"| `{o}` |" in text for o in spec.options)
