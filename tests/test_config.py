@@ -246,3 +246,22 @@ def test_config_readme_is_generated_from_schema_and_registries():
         for name, spec in registry.items():
             assert f"**`{name}`**" in text
             assert all(f"| `{o}` |" in text for o in spec.options)
+
+
+def test_jobs_get_tracking_from_the_config_not_from_their_paths(tmp_path, monkeypatch):
+    """The default MLflow store lives in results_dir whatever its depth (it used to be found by
+    counting a job file's parent folders); tracking off means no tracking."""
+    from fedsafe.jobs import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    deep = tmp_path / "a/b/c/results"
+    cfg = base_config(results_dir=str(deep))
+    fc.validate(cfg)
+    assert tracking(cfg) == {"uri": f"sqlite:///{deep / 'mlflow.db'}", "experiment": "fedsafe-test"}
+    cfg["mlflow"] = {"tracking_uri": "http://tracker:5000", "enabled": True}
+    assert tracking(cfg)["uri"] == "http://tracker:5000"
+    cfg["mlflow"]["enabled"] = False
+    assert tracking(cfg) is None
+    # and none of it is a param of a job rule, so changing it reruns nothing
+    rules = "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
+    assert "mlflow" not in rules and 'config["experiment"]' not in rules
