@@ -129,7 +129,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
 
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
            train_json: str | Path, out_json: str | Path, tracked: dict | None = None,
-           threads: int = 1) -> list[dict]:
+           threads: int = 1, checkpoints_path: str | Path | None = None) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
@@ -138,7 +138,8 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     cell, kind = cell_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
                        read_json(train_json),
-                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent)
+                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent,
+                       Path(model_path), checkpoints_path and Path(checkpoints_path))
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])
