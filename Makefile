@@ -26,13 +26,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	$(BIN)/python -m fedsafe.launch --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
+# Two test workers on two cores, one torch thread each: with torch's default (a thread per core
+# in every worker) OpenMP threads spin against each other and tests run several times slower.
+# Tests and jobs that need more threads set them (torch.set_num_threads, a rule's threads).
+TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
+
 # The quick suite, for the edit-test loop (a few minutes on 2 cores).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not slurm"
+	$(TEST) -m "not slow and not slurm"
 
 # End-to-end runs of the workflow and the real-SLURM test (skipped where no SLURM answers).
 test-slow: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "slow or slurm"
+	$(TEST) -m "slow or slurm"
 
 config-doc: install  # regenerate config/README.md from the schema and the registries
 	$(BIN)/python -m fedsafe.config_doc config/README.md

@@ -15,6 +15,7 @@ def test_make_test_is_the_quick_suite_and_ci_runs_both():
     make = (ROOT / "Makefile").read_text()
     test = re.search(r"^test: .*\n\t(.*)$", make, re.M).group(1)
     slow = re.search(r"^test-slow: .*\n\t(.*)$", make, re.M).group(1)
+    assert test.startswith("$(TEST)") and slow.startswith("$(TEST)")
     assert QUICK in test and '-m "slow or slurm"' in slow
     ci = (ROOT / ".ci/run").read_text()
     assert "make test\n" in ci and "make test-slow" in ci
