@@ -3,8 +3,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+CONFIG ?= config/config.yaml
+# More snakemake arguments, e.g. ARGS="--keep-going" or ARGS="--profile slurm".
+ARGS ?=
 
-.PHONY: run test lint bench install clean-results
+.PHONY: run test test-slow lint bench install clean-results config-doc
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -17,11 +20,27 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps medmnist
 	touch $@
 
+# Also the command to resume an interrupted run: finished jobs are kept, jobs a hard kill left
+# incomplete are redone (profiles/default), and a lock left by a dead run is removed (only if no
+# snakemake runs here; see src/fedsafe/launch.py).
 run: install
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/python -m fedsafe.launch --cores $(CORES) --configfile $(CONFIG) $(ARGS)
 
+# Two test workers on two cores, one torch thread each: with torch's default (a thread per core
+# in every worker) OpenMP threads spin against each other and tests run several times slower.
+# Tests and jobs that need more threads set them (torch.set_num_threads, a rule's threads).
+TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The quick suite, for the edit-test loop (a few minutes on 2 cores).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(TEST) -m "not slow and not slurm"
+
+# End-to-end runs of the workflow and the real-SLURM test (skipped where no SLURM answers).
+test-slow: install
+	$(TEST) -m "slow or slurm"
+
+config-doc: install  # regenerate config/README.md from the schema and the registries
+	$(BIN)/python -m fedsafe.config_doc config/README.md
 
 bench: install  # speed ratios, see bench/README.md; BENCH_ARGS="--grid" also times the default grid
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -5,7 +5,7 @@ rule attack:
         checkpoints=rules.train.output.checkpoints,
         train=rules.train.output.metrics,
     output:
-        f"{RESULTS}/attacks/{CELL}/{{attack}}.json",
+        ATTACK_JSON,
     log:
         f"{RESULTS}/logs/attack/{CELL}/{{attack}}.log",
     benchmark:
@@ -18,7 +18,5 @@ rule attack:
             config, w.dataset, w.defense, w.noise, w.seed
         ),
         attack_spec=lambda w: fc.attack_spec(config, w.attack),
-        mlflow=config["mlflow"],
-        experiment=config["experiment"],
     script:
         "../workflow/scripts/attack.py"

@@ -2,7 +2,7 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -16,9 +16,8 @@ os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
 from fedsafe import config as fc
 from fedsafe import results as fr
 
-validate(config, "../config/schema.yaml")
 try:
-    fc.check(config)
+    fc.validate(config)
 except fc.ConfigError as err:
     raise WorkflowError(f"config error: {err}")
 
@@ -39,22 +38,18 @@ wildcard_constraints:
     attack=_alternatives(config["attacks"]),
 
 
-def cell_paths(pattern):
-    return [pattern.format(**c) for c in CELLS]
-
-
-def attack_paths():
-    return [
-        f"{RESULTS}/attacks/{CELL}/{{attack}}.json".format(**c, attack=a)
-        for c in CELLS
-        for a in config["attacks"]
-    ]
+# Every job file's path, defined once here: the rules' outputs use them, and the aggregate's
+# checklist (fedsafe.results.expected_jobs) formats them for every cell of the grid.
+TRAIN_DIR = f"{RESULTS}/train/{CELL}"
+TRAIN_JSON = f"{TRAIN_DIR}/train.json"
+ATTACKS_DIR = f"{RESULTS}/attacks"
+ATTACK_JSON = f"{ATTACKS_DIR}/{CELL}/{{attack}}.json"
 
 
 # Set `allow_missing: true` (e.g. `--config allow_missing=true`) to aggregate whatever train and
 # attack files exist after a `--keep-going` run with failed cells; the missing ones are listed
 # in missing.csv and in the tables. By default the aggregate waits for every job of the grid.
-EXPECTED = fr.expected_jobs(config, RESULTS)
+EXPECTED = fr.expected_jobs(config, TRAIN_JSON, ATTACK_JSON)
 PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
 
 

@@ -23,7 +23,7 @@ rule aggregate:
         "../envs/fedsafe.yaml"
     params:
         expected=EXPECTED,
-        config_hash=fc.config_hash(config),
+        config_hash=fc.results_hash(config),
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -111,9 +111,8 @@ rule plots:
         attacks=[
             (j["cell"], a["attack"], a["file"]) for j in EXPECTED for a in j["attacks"]
         ],
-        mlflow=config["mlflow"],
-        experiment=config["experiment"],
-        config_hash=fc.config_hash(config),
+        attacks_dir=ATTACKS_DIR,
+        config_hash=fc.results_hash(config),
     script:
         "../workflow/scripts/plots.py"
 
@@ -132,7 +131,6 @@ rule relog:
     conda:
         "../envs/fedsafe.yaml"
     params:
-        mlflow=config["mlflow"],
-        experiment=config["experiment"],
+        results=RESULTS,
     script:
         "../workflow/scripts/relog.py"

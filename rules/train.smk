@@ -2,10 +2,10 @@ rule train:
     input:
         data=rules.prepare_data.output.data,
     output:
-        model=f"{RESULTS}/train/{CELL}/model.pt",
-        checkpoints=f"{RESULTS}/train/{CELL}/checkpoints.pt",
-        metrics=f"{RESULTS}/train/{CELL}/train.json",
-        observed=f"{RESULTS}/train/{CELL}/observed.pt",
+        model=f"{TRAIN_DIR}/model.pt",
+        checkpoints=f"{TRAIN_DIR}/checkpoints.pt",
+        metrics=TRAIN_JSON,
+        observed=f"{TRAIN_DIR}/observed.pt",
     log:
         f"{RESULTS}/logs/train/{CELL}.log",
     benchmark:
@@ -17,7 +17,5 @@ rule train:
         gpu=0,
     params:
         spec=lambda w: fc.train_spec(config, w.dataset, w.defense, w.noise, w.seed),
-        mlflow=config["mlflow"],
-        experiment=config["experiment"],
     script:
         "../workflow/scripts/train.py"

@@ -3,7 +3,8 @@
 import copy
 
 import pytest
-from conftest import base_config, snakemake
+import yaml
+from conftest import ROOT, base_config, snakemake
 
 from fedsafe import config as fc
 
@@ -72,3 +73,195 @@ def test_snakemake_stops_before_any_job(workdir):
     assert proc.returncode != 0
     assert "defenses.magic: unknown defense" in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+def _default_config():
+    return yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+# The bad configs of the issue, each a one-key change of config/config.yaml: every one stops at
+# parse time, and the message starts with the key to fix.
+BAD = [
+    (lambda c: c["defenses"]["dp_sgd"]["options"].update(clip_norm=0),
+     "defenses.dp_sgd.options.clip_norm"),
+    (lambda c: c["defenses"]["dp_sgd"]["options"].update(delta=2), "defenses.dp_sgd.options.delta"),
+    (lambda c: c["attacks"]["pgd"]["options"].update(stepz=50), "attacks.pgd.options.stepz"),
+    (lambda c: c["attacks"]["fgsm"]["options"].update(eps=[-0.03]), "attacks.fgsm.options.eps"),
+    (lambda c: c["attacks"]["fgsm"]["options"].update(eps=5), "attacks.fgsm.options.eps"),
+    (lambda c: c["attacks"]["inverting_gradients"]["options"].update(round=3),
+     "attacks.inverting_gradients.options.round: round 3 is not checkpointed"),
+    (lambda c: c["attacks"]["inverting_gradients"]["options"].update(round=20),
+     "attacks.inverting_gradients.options.round: round 20 does not happen"),
+    (lambda c: c["attacks"]["mia_loss"]["options"].update(n_sample=100),
+     "attacks.mia_loss.options.n_sample: unknown option"),
+    (lambda c: c["datasets"]["pathology"].update(n_clients=5000), "datasets.pathology.n_clients"),
+    (lambda c: c["federation"].update(model="vgg_magic"), "federation.model: unknown model"),
+    (lambda c: c["datasets"]["pathology"]["options"].update(image_size=3),
+     "datasets.pathology.options.image_size"),
+    (lambda c: c["federation"].update(checkpoint_rounds=[0, 9]), "federation.checkpoint_rounds"),
+    (lambda c: c["datasets"]["brain_mri"]["options"].update(test_fraction=1.0),
+     "datasets.brain_mri.options.test_fraction"),
+    (lambda c: c["datasets"]["brain_mri"]["options"].update(n_sitez=3),
+     "datasets.brain_mri.options.n_sitez: unknown option"),
+    (lambda c: c["federation"].update(rounds="8"), "federation.rounds: '8' is not of type"),
+]
+
+
+@pytest.mark.parametrize("mutate, message", BAD)
+def test_bad_configs_stop_at_parse_time(mutate, message):
+    cfg = _default_config()
+    mutate(cfg)
+    with pytest.raises(fc.ConfigError) as err:
+        fc.validate(cfg)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_image_size_must_fit_the_model():
+    cfg = _default_config()
+    cfg["datasets"]["pathology"]["options"]["image_size"] = 12
+    cfg["federation"]["model"] = "resnet18"
+    with pytest.raises(fc.ConfigError, match=r"datasets\.pathology\.options\.image_size: 12 is "
+                                             "smaller than federation.model resnet18 takes"):
+        fc.validate(cfg)
+
+
+def test_every_model_takes_its_smallest_image():
+    import torch
+
+    from fedsafe.models import MODELS, build_model
+
+    for name, spec in MODELS.items():
+        for channels in (1, 3):
+            model = build_model(name, channels, 3, spec.min_image_size).eval()
+            size = spec.min_image_size
+            assert model(torch.rand(2, channels, size, size)).shape == (2, 3), name
+
+
+def test_dataset_options_match_the_loaders():
+    """Each registry entry declares exactly the options its loader takes, with its defaults."""
+    import inspect
+    from importlib import import_module
+
+    from fedsafe.data.registry import DATASETS
+
+    for name, spec in DATASETS.items():
+        module, fn = spec.impl.split(":")
+        params = inspect.signature(getattr(import_module(module, "fedsafe.data"), fn)).parameters
+        declared = {k: p.default for k, p in params.items() if k != "seed"}
+        assert declared == {k: o.default for k, o in spec.options.items()}, name
+
+
+# ------------------------------------------------------------------------------------ fuzz
+SHIPPED = sorted(p for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
+ID_MAPS = {("datasets",), ("defenses",), ("attacks",)}  # keys that are user-chosen ids
+REGISTRY_IDS = {"source", "type", "model", "parts"}  # values that name a registry entry
+
+
+def _paths(node, path=()):
+    """Every key path of a config: (path, value) for mappings' keys and list items."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if \
+        isinstance(node, list) else []
+    for k, v in items:
+        yield path + (k,), v
+        yield from _paths(v, path + (k,))
+
+
+def _set(cfg, path, value):
+    for k in path[:-1]:
+        cfg = cfg[k]
+    cfg[path[-1]] = value
+
+
+def _rename(cfg, path, new):
+    for k in path[:-1]:
+        cfg = cfg[k]
+    cfg[new] = cfg.pop(path[-1])
+
+
+def _mutations(cfg):
+    """(mutated config, key the error must name, whether it must fail) for every key."""
+    for path, value in _paths(cfg):
+        name = next(str(k) for k in reversed(path) if isinstance(k, str))
+        mutants = []
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            mutants.append(("wrong type", 7, True))
+        elif isinstance(value, (bool, int, float, list, dict)):
+            mutants.append(("wrong type", "x", True))
+        if isinstance(value, str):
+            mutants.append(("wrong type", 7, True))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            mutants += [("out of range", -1, False), ("out of range", 10**9, False),
+                        ("out of range", 0.5 if isinstance(value, int) else -0.5, False)]
+        if name in REGISTRY_IDS and isinstance(value, str):
+            mutants.append(("unknown id", "no_such_thing", True))
+        for label, new, must_fail in mutants:
+            c = copy.deepcopy(cfg)
+            _set(c, path, new)
+            yield f"{label} {'.'.join(map(str, path))}={new!r}", c, name, must_fail
+        if isinstance(path[-1], str):  # a misspelt key
+            c = copy.deepcopy(cfg)
+            _rename(c, path, path[-1] + "x")
+            yield (f"misspelt {'.'.join(map(str, path))}", c, path[-1] + "x",
+                   path[:-1] not in ID_MAPS)
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda p: p.stem)
+def test_fuzz_every_key_of_every_shipped_config(shipped, tmp_path, monkeypatch):
+    """Mutate every key of a shipped config (wrong type, out of range, misspelt name, unknown
+    registry id): the parse-time check either names the key, or accepts the config. Accepted
+    mutations (e.g. 10**9 rounds, or a renamed dataset id) are legal configs: the workflow's
+    parse passes for them, and a real run of each would take hours, so 'succeeds' is checked as
+    far as the parse. Wrong types, misspelt names and unknown ids must always fail."""
+    for folder in ("data/pathology", "data/brain_tumor_mri", "data/medmnist"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # hand-downloaded data folders, as in test_workflow_dag
+    base = yaml.safe_load(shipped.read_text())
+    fc.validate(copy.deepcopy(base))
+    n = 0
+    for label, cfg, key, must_fail in _mutations(base):
+        n += 1
+        try:
+            fc.validate(cfg)
+        except fc.ConfigError as e:
+            assert key in str(e).split(":")[0] or key in str(e), f"{label}: {e}"
+            continue
+        assert not must_fail, f"{label}: accepted"
+    assert n > 50
+
+
+def test_config_readme_is_generated_from_schema_and_registries():
+    """config/README.md documents every key and every registry option; regenerate it with
+    `make config-doc` after changing the schema or an option declaration."""
+    from fedsafe.config_doc import render
+
+    text = render()
+    assert (ROOT / "config/README.md").read_text() == text, "run `make config-doc`"
+    schema = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
+    for key, s in schema["properties"].items():
+        assert f"| `{key}` |" in text and s.get("description"), key
+    from fedsafe.attacks import ATTACKS
+    from fedsafe.data.registry import DATASETS
+
+    for registry in (DATASETS, ATTACKS):
+        for name, spec in registry.items():
+            assert f"**`{name}`**" in text
+            assert all(f"| `{o}` |" in text for o in spec.options)
+
+
+def test_jobs_get_tracking_from_the_config_not_from_their_paths(tmp_path, monkeypatch):
+    """The default MLflow store lives in results_dir whatever its depth (it used to be found by
+    counting a job file's parent folders); tracking off means no tracking."""
+    from fedsafe.jobs import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    deep = tmp_path / "a/b/c/results"
+    cfg = base_config(results_dir=str(deep))
+    fc.validate(cfg)
+    assert tracking(cfg) == {"uri": f"sqlite:///{deep / 'mlflow.db'}", "experiment": "fedsafe-test"}
+    cfg["mlflow"] = {"tracking_uri": "http://tracker:5000", "enabled": True}
+    assert tracking(cfg)["uri"] == "http://tracker:5000"
+    cfg["mlflow"]["enabled"] = False
+    assert tracking(cfg) is None
+    # and none of it is a param of a job rule, so changing it reruns nothing
+    rules = "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
+    assert "mlflow" not in rules and 'config["experiment"]' not in rules

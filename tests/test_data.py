@@ -311,3 +311,67 @@ def test_prepare_sites_and_load_errors(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="manifest.json"):
         load_prepared(tmp_path)
+
+
+# ------------------------------------------------------------- errors that say what to do
+def _without_medmnist(monkeypatch):
+    for name in ("medmnist", "medmnist.info"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+
+
+def test_medmnist_without_its_package_names_the_install_command(tmp_path, monkeypatch):
+    """Never numbered class names in place of the real ones: stop, naming package and command."""
+    f = tmp_path / "tiny.npz"
+    _write_medmnist(f, rgb=True)
+    _without_medmnist(monkeypatch)
+    with pytest.raises(ImportError, match=r"pathmnist.*medmnist.*`pip install --no-deps medmnist`"):
+        load_medmnist(seed=0, flag="pathmnist", npz_path=str(f))
+    assert load_medmnist(seed=0, npz_path=str(f)).class_names == ["class0", "class1", "class2"]
+
+
+def test_medmnist_without_its_package_stops_at_parse_time(monkeypatch):
+    from conftest import base_config
+
+    from fedsafe import config as fc
+
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    cfg = base_config(datasets={"blood": {"source": "medmnist",
+                                          "options": {"flag": "bloodmnist", "max_samples": 100}}})
+    with pytest.raises(fc.ConfigError, match=r"datasets\.blood\.options\.flag: .*pip install"):
+        fc.validate(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_cell(tmp_path_factory):
+    """A prepared set and a trained cell's files (1 round), shared by the corruption tests."""
+    from conftest import base_config
+
+    from fedsafe import config as fc
+    from fedsafe import jobs
+
+    root = tmp_path_factory.mktemp("cell")
+    cfg = base_config(attacks={"fgsm": {"options": {"eps": [0.05], "n_samples": 10}}})
+    fc.validate(cfg)
+    jobs.prepare(fc.dataset_spec(cfg, "mri"), root / "data")
+    spec = fc.train_spec(cfg, "mri", "none", "0", 0)
+    jobs.train(spec, root / "data/data.npz", root / "train/train.json")
+    return root, spec, fc.attack_spec(cfg, "fgsm")
+
+
+@pytest.mark.parametrize("name", ["train/model.pt", "train/checkpoints.pt", "data/data.npz",
+                                  "data/manifest.json", "train/train.json"])
+def test_corrupt_input_file_names_the_file_and_how_to_regenerate_it(tiny_cell, tmp_path, name):
+    import shutil
+
+    from fedsafe import jobs
+
+    src, spec, attack = tiny_cell
+    shutil.copytree(src, tmp_path / "c")
+    damaged = tmp_path / "c" / name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # truncated
+    c = tmp_path / "c"
+    with pytest.raises((ValueError, OSError)) as err:
+        jobs.attack(spec, attack, c / "data/data.npz", c / "train/model.pt",
+                    c / "train/train.json", tmp_path / "out.json")
+    assert str(damaged) in str(err.value) and f"`rm {damaged}`" in str(err.value)
+    assert "make run" in str(err.value)

@@ -86,7 +86,7 @@ def test_secagg_federation_gives_the_plain_model_and_hides_updates(runs):
     assert sec_obs[2]["clients"] == plain_obs[2]["clients"]
     # SecAgg+ quantises each coordinate to 2 * clipping_range / quantization_range
     opts = MECHANISMS["secagg"].options
-    step = 2 * opts["clipping_range"] / opts["quantization_range"]
+    step = 2 * opts["clipping_range"].default / opts["quantization_range"].default
     for k in plain:
         assert torch.allclose(sec_obs[2]["aggregate"][k], plain_obs[2]["aggregate"][k],
                               atol=2 * step, rtol=0)

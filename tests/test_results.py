@@ -39,7 +39,9 @@ def fake_grid(results, seeds=(0, 1)):
                       defenses={"none": {}, "dp_sgd": {"noise_multipliers": [0.5, 1.0]}},
                       attacks={"fgsm": {"options": {"eps": [0.0, 0.05]}}, "pgd": {}})
     fc.validate(cfg)
-    expected = fr.expected_jobs(cfg, str(results))
+    cell = "{dataset}/{defense}/noise_{noise}/seed_{seed}"
+    expected = fr.expected_jobs(cfg, f"{results}/train/{cell}/train.json",
+                                f"{results}/attacks/{cell}/{{attack}}.json")
     for job in expected:
         spec, n = job["spec"], job["spec"]["noise"]
         dp = spec["defense"] == "dp_sgd"

@@ -75,3 +75,12 @@ def test_rerun_after_crash_resumes(finished_run, tmp_path):
     assert counts == {"attack": 1, "aggregate": 1, "tables": 1, "plots": 1, "all": 1}
     snakemake(["--cores", "2"], cfg, run_dir)
     assert model.stat().st_mtime_ns == before
+
+
+def test_tracking_settings_never_rerun_jobs(finished_run):
+    """Pointing the jobs at a tracking server, renaming the experiment or turning tracking off
+    changes no result: a dry run schedules nothing."""
+    workdir, cfg = finished_run
+    for change in ({"mlflow": {"tracking_uri": "http://tracker.example:5000"}},
+                   {"experiment": "renamed"}, {"mlflow": {"enabled": False}}):
+        assert job_counts(snakemake(["-n"], {**cfg, **change}, workdir).stdout) == {}, change

@@ -4,6 +4,8 @@ Imported by the Snakefile at parse time, so it stays light (no torch) and every 
 offending config key before any job starts.
 """
 
+import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -14,6 +16,7 @@ from fedsafe.attacks import ATTACKS, known_attacks
 from fedsafe.data.registry import DATASETS, known_datasets
 from fedsafe.defenses import MECHANISMS, has_noise, known_mechanisms
 from fedsafe.defenses import check_options as check_defense_options
+from fedsafe.models import MODELS, known_models
 from fedsafe.options import check as check_options
 from fedsafe.options import resolve
 
@@ -33,20 +36,66 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
 
 
 def validate(config: dict, schema: Path = SCHEMA) -> None:
-    from snakemake.utils import validate as schema_validate
+    """The schema (filling its defaults into `config`), then the registries' checks. Every
+    error is a ConfigError that starts with the offending key."""
+    import jsonschema
 
-    schema_validate(config, str(schema))
+    checker, filler = _validators(str(schema))
+    errors = list(checker.iter_errors(config))
+    # A misspelt key also makes its intended key missing: name the misspelling.
+    typos = [e for e in errors if e.validator == "additionalProperties"]
+    error = typos[0] if typos else jsonschema.exceptions.best_match(errors)
+    if error is not None:
+        key = ".".join(map(str, error.absolute_path)) or "(top level)"
+        raise ConfigError(f"{key}: {error.message}")
+    filler.validate(config)
     check(config)
 
 
+@functools.lru_cache
+def _validators(schema: str):
+    """A checking validator, and one that also fills in defaults (as snakemake.utils.validate
+    does, but with the schema read once)."""
+    import jsonschema
+
+    rules = yaml.safe_load(Path(schema).read_text())
+    cls = jsonschema.validators.validator_for(rules)
+    properties = cls.VALIDATORS["properties"]
+
+    def fill(validator, props, instance, subschema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from properties(validator, props, instance, subschema)
+
+    return cls(rules), jsonschema.validators.extend(cls, {"properties": fill})(rules)
+
+
 def check(config: dict) -> None:
-    """Checks that a JSON schema cannot express: ids known to the registries, noise axes."""
+    """Checks that a JSON schema cannot express: ids known to the registries, every option
+    against its registry declaration, noise axes, and keys that must agree with each other."""
+    fed = config["federation"]
+    if fed["model"] not in MODELS:
+        raise ConfigError(f"federation.model: unknown model {fed['model']!r}; known: "
+                          f"{known_models()}")
+    for key in ("checkpoint_rounds", "observe_rounds"):
+        beyond = [r for r in fed[key] if r > fed["rounds"]]
+        if beyond:
+            raise ConfigError(f"federation.{key}: {beyond} beyond federation.rounds "
+                              f"({fed['rounds']})")
     for name, ds in config["datasets"].items():
         source = ds.get("source", name)
         if source not in DATASETS:
             raise ConfigError(f"datasets.{name}: unknown dataset {source!r} (set `source:` to one "
                               f"of {known_datasets()})")
+        try:
+            check_options(f"datasets.{name}.options", DATASETS[source].options, ds["options"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        _check_fits(config, name)
         _check_local_files(name, ds)
+        _check_packages(name, ds)
     for name, d in config["defenses"].items():
         parts = defense_parts(config, name)
         for p in parts:
@@ -74,6 +123,7 @@ def check(config: dict) -> None:
             check_options(f"attacks.{name}.options", ATTACKS[kind].options, a.get("options", {}))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    _check_inversion_rounds(config)
 
 
 def clients_per_round(n_clients: int, fraction: float) -> int:
@@ -90,6 +140,58 @@ def _check_secagg_clients(config: dict, defense: str) -> None:
             raise ConfigError(f"defenses.{defense}: secagg needs at least 2 clients per round; "
                               f"datasets.{name} samples {k} (n_clients {ds['n_clients']} x "
                               f"federation.fraction_train {fraction})")
+
+
+def _check_fits(config: dict, name: str) -> None:
+    """The images fit the model, and every client can get at least one training image."""
+    ds = config["datasets"][name]
+    spec, model = DATASETS[ds.get("source", name)], config["federation"]["model"]
+    size, smallest = spec.image_size(ds["options"]), MODELS[model].min_image_size
+    if size < smallest:
+        raise ConfigError(f"datasets.{name}.options.{spec.size_option}: {size} is smaller than "
+                          f"federation.model {model} takes ({smallest})")
+    n = spec.max_samples(ds["options"])
+    if n is not None:
+        test = resolve(spec.options, ds["options"]).get("test_fraction", 0.0)
+        pool = int(n * (1 - test) * (1 - ds["holdout_fraction"]))
+        if ds["n_clients"] > pool:
+            raise ConfigError(f"datasets.{name}.n_clients: {ds['n_clients']} clients but at most "
+                              f"{pool} training images to share ({spec.samples_option} {n})")
+
+
+def _check_inversion_rounds(config: dict) -> None:
+    """An inversion attack replays a client's update at a round: that round must have happened
+    (round r starts from the global model after r rounds) and its global model be checkpointed
+    (federation.checkpoint_rounds), else the attack could only fail after training."""
+    fed = config["federation"]
+    for name, a in config["attacks"].items():
+        kind = a.get("type", name)
+        if ATTACKS[kind].family != "inversion":
+            continue
+        rnd = a["options"].get("round")
+        key = f"attacks.{name}.options.round"
+        if rnd is None:
+            if not fed["checkpoint_rounds"]:
+                raise ConfigError(f"{key}: not set and federation.checkpoint_rounds is empty")
+            continue  # the first checkpointed round
+        if rnd >= fed["rounds"]:
+            raise ConfigError(f"{key}: round {rnd} does not happen: federation.rounds is "
+                              f"{fed['rounds']} (rounds 0..{fed['rounds'] - 1})")
+        if rnd not in fed["checkpoint_rounds"]:
+            raise ConfigError(f"{key}: round {rnd} is not checkpointed; add it to "
+                              f"federation.checkpoint_rounds (now {fed['checkpoint_rounds']})")
+
+
+def _check_packages(name: str, ds: dict) -> None:
+    """Optional packages a dataset needs, before any job (the loader says the same at run time)."""
+    import importlib.util
+
+    if ds.get("source", name) == "medmnist" and ds["options"].get("flag") and \
+            importlib.util.find_spec("medmnist") is None:
+        from fedsafe.data.loaders import MEDMNIST_INSTALL
+
+        raise ConfigError(f"datasets.{name}.options.flag: MedMNIST class names and downloads need "
+                          f"the optional medmnist package: `{MEDMNIST_INSTALL}`")
 
 
 def _check_local_files(name: str, ds: dict) -> None:
@@ -150,6 +252,16 @@ def attack_spec(config: dict, attack: str) -> dict:
     a = config["attacks"][attack]
     kind = a.get("type", attack)
     return {"attack": attack, "type": kind, "options": resolve(ATTACKS[kind].options, a["options"])}
+
+
+# Keys that change where results are reported, never what they are: not hashed into the results'
+# config hash, and never a rule param (a param change reruns the job).
+TRACKING_KEYS = ("mlflow", "experiment")
+
+
+def results_hash(config: dict) -> str:
+    """Hash of everything in the config that can change a result (the summary's config_hash)."""
+    return config_hash({k: v for k, v in config.items() if k not in TRACKING_KEYS})
 
 
 def config_hash(obj) -> str:

@@ -42,6 +42,34 @@ def _jsonable(obj):
     return obj
 
 
+def regenerate_hint(path: str | Path) -> str:
+    """What to type when a job's input file is damaged: a missing output is redone by the next
+    run, and so is everything that depends on it."""
+    return (f"delete it and run the workflow again, which regenerates it: `rm {path}` then "
+            "`make run` (or the snakemake command you ran)")
+
+
+def read_json(path: str | Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt or truncated JSON ({e}); {regenerate_hint(path)}") from e
+
+
+def load_torch(path: str | Path, device: str = "cpu"):
+    """torch.load of a job file (weights_only: plain tensors, never pickled code), with an error
+    that names the file and how to regenerate it instead of a bare unpickling error."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(f"{path}: cannot be read, corrupt or truncated ({type(e).__name__}: "
+                         f"{str(e)[:200]}); {regenerate_hint(path)}") from e
+
+
 def cell_id(spec: dict) -> str:
     from fedsafe.config import cell_id as make_id
 
@@ -66,14 +94,21 @@ def prepare(spec: dict, out_dir: str | Path) -> dict:
     return manifest
 
 
-def results_dir_of(job_file: str | Path) -> Path:
-    """The results folder, from a train/attack job file `<results>/<stage>/<cell: 4 parts>/<f>`
-    (the default MLflow store lives there)."""
-    return Path(job_file).parents[5]
+def tracking(config: dict) -> dict | None:
+    """Where jobs log: read by the job scripts from Snakemake's config at run time, never passed
+    as a rule param, so changing the tracking server or experiment never reruns a job (params
+    are part of Snakemake's rerun triggers). None when tracking is off."""
+    from fedsafe.tracking import tracking_uri
+
+    cfg = config.get("mlflow", {})
+    if not cfg.get("enabled", True):
+        return None
+    return {"uri": tracking_uri(cfg, config.get("results_dir", "results")),
+            "experiment": config.get("experiment", "fedsafe")}
 
 
-def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: dict,
-          experiment: str, threads: int = 1, gpus: int = 0) -> dict:
+def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict | None = None,
+          threads: int = 1, gpus: int = 0) -> dict:
     from fedsafe.federation.simulation import train_cell
 
     _set_threads(threads)
@@ -82,10 +117,10 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     result = train_cell(Path(data_path).parent, spec, Path(out_json).parent, threads, gpus)
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
-    if mlflow_cfg.get("enabled", True):
-        from fedsafe.tracking import log_train, tracking_uri
+    if tracked:
+        from fedsafe.tracking import log_train
 
-        log_train(tracking_uri(mlflow_cfg, results_dir_of(out_json)), experiment, result,
+        log_train(tracked["uri"], tracked["experiment"], result,
                   [Path(out_json).with_name("model.pt")])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
@@ -93,8 +128,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
 
 
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
-           train_json: str | Path, out_json: str | Path, mlflow_cfg: dict, experiment: str,
-           threads: int = 1) -> list[dict]:
+           train_json: str | Path, out_json: str | Path, tracked: dict | None = None,
+           threads: int = 1, checkpoints_path: str | Path | None = None) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
@@ -102,8 +137,9 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     _set_threads(threads)
     cell, kind = cell_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
-                       json.loads(Path(train_json).read_text()),
-                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent)
+                       read_json(train_json),
+                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent,
+                       Path(model_path), checkpoints_path and Path(checkpoints_path))
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])
@@ -113,9 +149,9 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
               "family": ATTACKS[kind].family, "options": attack_spec["options"], "rows": rows,
               "seconds": time.time() - t0}
     write_json(result, out_json)
-    if mlflow_cfg.get("enabled", True):
-        from fedsafe.tracking import log_attack, tracking_uri
+    if tracked:
+        from fedsafe.tracking import log_attack
 
-        log_attack(tracking_uri(mlflow_cfg, results_dir_of(out_json)), experiment, result, train_spec,
+        log_attack(tracked["uri"], tracked["experiment"], result, train_spec,
                    sorted(Path(out_json).parent.glob("*_reconstructions.png")))
     return rows

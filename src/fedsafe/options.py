@@ -18,6 +18,7 @@ class Option:
     low: float | None = None  # inclusive bounds ...
     high: float | None = None
     low_open: bool = False  # ... unless open
+    high_open: bool = False
     choices: tuple = ()
     many: bool = False  # a value or a list of values (an axis inside one job, e.g. eps)
     optional: bool = False  # None allowed (e.g. "derived from other options")
@@ -39,12 +40,12 @@ class Option:
             raise ValueError(f"{key}: {v!r}; expected one of {list(self.choices)}")
         if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
             raise ValueError(f"{key}: {v!r} out of range ({self.range_text()})")
-        if self.high is not None and v > self.high:
+        if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
             raise ValueError(f"{key}: {v!r} out of range ({self.range_text()})")
 
     def range_text(self) -> str:
         lo = "" if self.low is None else f"{self.low} {'<' if self.low_open else '<='} "
-        hi = "" if self.high is None else f" <= {self.high}"
+        hi = "" if self.high is None else f" {'<' if self.high_open else '<='} {self.high}"
         return f"{lo}value{hi}"
 
 

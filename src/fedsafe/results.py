@@ -25,14 +25,16 @@ def spec_hash(spec: dict) -> str:
     return fc.config_hash(spec)
 
 
-def expected_jobs(config: dict, results_dir: str) -> list[dict]:
-    """Every job of the current config: its cell, files and specs (the aggregate's checklist)."""
+def expected_jobs(config: dict, train_file: str, attack_file: str) -> list[dict]:
+    """Every job of the current config: its cell, files and specs (the aggregate's checklist).
+    The file patterns come from the rules' outputs ({dataset}, {defense}, {noise}, {seed},
+    {attack}), so paths are defined once, in the workflow."""
     jobs = []
     for c in fc.cells(config):
         cell = fc.cell_id(**c)
-        attacks = [{"attack": a, "file": f"{results_dir}/attacks/{cell}/{a}.json",
+        attacks = [{"attack": a, "file": attack_file.format(**c, attack=a),
                     "spec": fc.attack_spec(config, a)} for a in config["attacks"]]
-        jobs.append({"cell": cell, "file": f"{results_dir}/train/{cell}/train.json",
+        jobs.append({"cell": cell, "file": train_file.format(**c),
                      "spec": fc.train_spec(config, c["dataset"], c["defense"], c["noise"],
                                            c["seed"]), "attacks": attacks})
     return jobs

@@ -1,6 +1,7 @@
-from fedsafe.jobs import attack, setup_logging
+from fedsafe.jobs import attack, setup_logging, tracking
 
 setup_logging(snakemake.log[0])
 attack(snakemake.params.train_spec, snakemake.params.attack_spec, snakemake.input.data,
-       snakemake.input.model, snakemake.input.train, snakemake.output[0], snakemake.params.mlflow,
-       snakemake.params.experiment, threads=snakemake.threads)
+       snakemake.input.model, snakemake.input.train, snakemake.output[0],
+       tracking(snakemake.config), threads=snakemake.threads,
+       checkpoints_path=snakemake.input.checkpoints)

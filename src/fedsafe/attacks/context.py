@@ -47,10 +47,13 @@ class AttackContext:
 
 
 def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
-                 device: str = "cpu", out_dir: Path = Path(".")) -> AttackContext:
-    # weights_only: checkpoints are plain tensors, never pickled code
-    weights = torch.load(train_dir / "model.pt", map_location=device, weights_only=True)
-    checkpoints = torch.load(train_dir / "checkpoints.pt", map_location=device, weights_only=True)
+                 device: str = "cpu", out_dir: Path = Path("."), model: Path | None = None,
+                 checkpoints: Path | None = None) -> AttackContext:
+    """`model` and `checkpoints` default to the files of that name in train_dir."""
+    from fedsafe.jobs import load_torch
+
+    weights = load_torch(model or train_dir / "model.pt", device)
+    checkpoints = load_torch(checkpoints or train_dir / "checkpoints.pt", device)
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
                          out_dir)
 

@@ -36,13 +36,21 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ MedMNIST
+MEDMNIST_INSTALL = "pip install --no-deps medmnist"  # it declares torchvision, which clashes
+
+
 def _medmnist_info(flag: str | None) -> dict | None:
+    """The medmnist package's entry for `flag` (class names, URLs, checksums); None without a
+    flag. Without the package a flag's class names are unknown: stop rather than guess."""
     if flag is None:
         return None
     try:
         from medmnist.info import INFO  # importing medmnist pulls in torch: keep it lazy
     except ImportError:
-        return None
+        raise ImportError(f"MedMNIST '{flag}': the class names and download address come from the "
+                          f"optional medmnist package, which is not installed; install it with "
+                          f"`{MEDMNIST_INSTALL}` (or `make install`, which does), or leave out "
+                          "`flag` and set `npz_path` to use numbered class names") from None
     if flag not in INFO:
         raise ValueError(f"unknown MedMNIST flag '{flag}'; known: {sorted(INFO)}")
     return INFO[flag]
@@ -56,8 +64,6 @@ def _download_medmnist(flag: str, size: int, root: Path) -> Path:
     if path.exists():
         return path
     hint = f"download it by hand and put it at {path}, or set the option npz_path"
-    if info is None:
-        raise RuntimeError(f"MedMNIST '{flag}': the medmnist package is not installed, so its URL is unknown; {hint}")
     url, md5 = info.get(f"url{suffix}"), info.get(f"MD5{suffix}")
     tmp = path.with_suffix(".part")
     try:
@@ -97,6 +103,7 @@ def load_medmnist(
     resized to `size` if the file holds another resolution. `max_samples` caps
     each split with a seeded random subset.
     """
+    info = _medmnist_info(flag)  # first: a missing package stops before any file is read
     if npz_path is None and flag is None:
         raise ValueError("medmnist: set the option 'flag' (e.g. pathmnist) or 'npz_path'")
     if npz_path is not None:
@@ -123,9 +130,8 @@ def load_medmnist(
     to_nchw = lambda x: x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
     x_tr, x_te = to_nchw(x_tr), to_nchw(x_te)
 
-    info = _medmnist_info(flag)
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
-    if info and "label" in info:
+    if info:
         names = [info["label"][str(i)] for i in range(len(info["label"]))]
     else:
         names = [f"class{i}" for i in range(n_classes)]
@@ -181,6 +187,7 @@ def load_image_folder(
     train, test = _list_split(base, "Training"), _list_split(base, "Testing")
     names = sorted(train)
     if classes:
+        classes = [classes] if isinstance(classes, str) else classes
         missing = sorted(set(classes) - set(names))
         if missing:
             raise ValueError(f"image_folder: classes {missing} not found in {base / 'Training'} "

@@ -90,17 +90,23 @@ def load_prepared(out_dir: Path) -> PreparedData:
     man_path, npz_path = out_dir / "manifest.json", out_dir / "data.npz"
     for p in (man_path, npz_path):
         if not p.exists():
-            raise FileNotFoundError(f"prepared data missing: {p} (run the prepare step)")
+            raise FileNotFoundError(f"prepared data missing: {p}; {_redo(p)}")
     try:
         man = json.loads(man_path.read_text())
         n = int(man["n_clients"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"corrupt manifest {man_path}: {e}") from e
+        raise ValueError(f"corrupt manifest {man_path}: {e}; {_redo(man_path)}") from e
     try:
         with np.load(npz_path) as d:
             get = lambda k: (d[f"{k}_x"], d[f"{k}_y"])
             clients = [get(f"client{i}") for i in range(n)]
             test, holdout = get("test"), get("holdout")
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
-        raise ValueError(f"corrupt prepared data {npz_path}: {e}") from e
+        raise ValueError(f"corrupt prepared data {npz_path}: {e}; {_redo(npz_path)}") from e
     return PreparedData(clients, test, holdout, man)
+
+
+def _redo(path: Path) -> str:
+    from fedsafe.jobs import regenerate_hint
+
+    return regenerate_hint(path)

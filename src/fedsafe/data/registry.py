@@ -1,15 +1,18 @@
 """Dataset registry: the one place to add a dataset.
 
-To add one, write a `load(options: dict, seed: int) -> ImageSet` function
-(import heavy modules inside it, this file must stay fast to import) and add a
-`DatasetSpec` to `DATASETS`. Unknown option names raise a clear error, so a
-typo in a config never silently falls back to a default.
+To add one, write a `load(seed, **options) -> ImageSet` function (import heavy modules inside
+it: this file must stay fast to import, the Snakefile reads it at parse time) and add a
+`DatasetSpec` to `DATASETS` with its options (`fedsafe.options.Option`: default, type, range,
+choices). The config check reads these declarations, so a typo or an out-of-range value stops
+the run before any job, naming the key; the loader receives the options with defaults filled in.
 """
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from fedsafe.options import Option, check, resolve
 
 if TYPE_CHECKING:
     from .imageset import ImageSet
@@ -19,58 +22,75 @@ if TYPE_CHECKING:
 class DatasetSpec:
     name: str
     description: str
-    load: Callable[[dict, int], "ImageSet"]
+    impl: str  # "module:function", called as function(seed=..., **options)
+    options: dict[str, Option] = field(default_factory=dict)
+    size_option: str = "image_size"  # the option that sets the side of the (square) images
+    samples_option: str | None = None  # the option that bounds how many images there are
+
+    def load(self, options: dict, seed: int) -> "ImageSet":
+        check(f"dataset '{self.name}' options", self.options, options)
+        module, fn = self.impl.split(":")
+        return getattr(import_module(module, __package__), fn)(seed=seed,
+                                                               **resolve(self.options, options))
+
+    def image_size(self, options: dict) -> int:
+        return resolve(self.options, options)[self.size_option]
+
+    def max_samples(self, options: dict) -> int | None:
+        """An upper bound on the images in the training split, where the options give one."""
+        return resolve(self.options, options)[self.samples_option] if self.samples_option else None
 
 
-def _call(fn: Callable, dataset: str, options: dict, **fixed) -> "ImageSet":
-    """Call `fn(**options, **fixed)` after checking the option names."""
-    allowed = set(inspect.signature(fn).parameters) - set(fixed)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"dataset '{dataset}': unknown option(s) {unknown}; allowed: {sorted(allowed)}")
-    return fn(**options, **fixed)
-
-
-def _synthetic_pathology(options: dict, seed: int) -> "ImageSet":
-    from .synthetic import synthetic_pathology
-    return _call(synthetic_pathology, "synthetic_pathology", options, seed=seed)
-
-
-def _synthetic_brain_mri(options: dict, seed: int) -> "ImageSet":
-    from .synthetic import synthetic_brain_mri
-    return _call(synthetic_brain_mri, "synthetic_brain_mri", options, seed=seed)
-
-
-def _medmnist(options: dict, seed: int) -> "ImageSet":
-    from .loaders import load_medmnist
-    return _call(load_medmnist, "medmnist", options, seed=seed)
-
-
-def _image_folder(options: dict, seed: int) -> "ImageSet":
-    from .loaders import load_image_folder
-    return _call(load_image_folder, "image_folder", options, seed=seed)
-
+_SIZE = Option(32, int, 8, 1024, doc="side of the square images, in pixels")
+_SYNTHETIC = {
+    "n_samples": Option(2000, int, 10, doc="images drawn (train and test)"),
+    "image_size": _SIZE,
+    "n_sites": Option(4, int, 1, doc="simulated hospitals or scanners"),
+    "test_fraction": Option(0.2, float, 0.0, 1.0, low_open=True, high_open=True,
+                            doc="share of the images in the test split"),
+    "label_noise": Option(0.0, float, 0.0, 1.0, doc="share of labels flipped"),
+}
+_MAX = Option(None, int, 1, optional=True, doc="cap on each split (a seeded random subset)")
 
 DATASETS: dict[str, DatasetSpec] = {
     "synthetic_pathology": DatasetSpec(
         "synthetic_pathology",
-        "Synthetic H&E-like RGB tissue tiles (normal/tumour/stroma/lymphocytes) from several simulated hospitals; no download.",
-        _synthetic_pathology,
+        "Synthetic H&E-like RGB tissue tiles (normal/tumour/stroma/lymphocytes) from several "
+        "simulated hospitals; no download.",
+        ".synthetic:synthetic_pathology",
+        {**_SYNTHETIC, "n_classes": Option(4, int, 2, 4, doc="first n of the four tissue classes")},
+        samples_option="n_samples",
     ),
     "synthetic_brain_mri": DatasetSpec(
         "synthetic_brain_mri",
-        "Synthetic grey brain MRI slices (glioma/meningioma/no_tumour) from several simulated scanners; no download.",
-        _synthetic_brain_mri,
+        "Synthetic grey brain MRI slices (glioma/meningioma/no_tumour) from several simulated "
+        "scanners; no download.",
+        ".synthetic:synthetic_brain_mri", _SYNTHETIC, samples_option="n_samples",
     ),
     "medmnist": DatasetSpec(
         "medmnist",
-        "A MedMNIST 2D multi-class set (option flag, e.g. pathmnist, bloodmnist; npz_path to read offline; size).",
-        _medmnist,
+        "A MedMNIST 2D multi-class set (option flag, e.g. pathmnist, bloodmnist; npz_path to read "
+        "offline; size).",
+        ".loaders:load_medmnist",
+        {"flag": Option(None, str, optional=True, doc="MedMNIST set, e.g. pathmnist"),
+         "npz_path": Option(None, str, optional=True, doc="a downloaded .npz file (offline)"),
+         "size": Option(28, int, 8, 1024, doc="image side; files exist for 28, 64, 128, 224"),
+         "root": Option("~/.medmnist", str, doc="download folder"),
+         "max_samples": _MAX},
+        size_option="size", samples_option="max_samples",
     ),
     "image_folder": DatasetSpec(
         "image_folder",
-        "Images in <root>/{Training,Testing}/<class>/ (Kaggle brain-tumour MRI layout); options root, image_size, grayscale.",
-        _image_folder,
+        "Images in <root>/{Training,Testing}/<class>/ (Kaggle brain-tumour MRI layout); options "
+        "root, image_size, grayscale.",
+        ".loaders:load_image_folder",
+        {"root": Option(None, str, optional=True, doc="folder with Training/ and Testing/"),
+         "image_size": Option(64, int, 8, 1024, doc="side of the resized images, in pixels"),
+         "grayscale": Option(True, bool, doc="read as one channel"),
+         "max_samples": _MAX,
+         "classes": Option(None, str, many=True, optional=True,
+                           doc="class folders to use, in this order (default: all, sorted)")},
+        samples_option="max_samples",
     ),
 }
 
