@@ -7,7 +7,7 @@
   the paper shows it beats offline LiRA at the same reference budget.
 
 Members and nonmembers are ``(x, y)`` tensor pairs. Every attack returns ``roc_metrics``' dict
-(auc, tpr_at_1pct_fpr, tpr_at_0_1pct_fpr, epsilon_lower_bound) with higher score = member.
+(auc and its interval, tpr_at_1pct_fpr, tpr_at_0_1pct_fpr, the split-half epsilon_heuristic) with higher score = member.
 """
 from __future__ import annotations
 
@@ -132,8 +132,8 @@ def _membership_row(ctx, res: dict, t0: float) -> list[dict]:
     return [{"attack_param": "n_samples", "attack_value": float(res["n_members"]),
              "auc": res["auc"], "tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"],
              "tpr_at_0_1pct_fpr": res["tpr_at_0_1pct_fpr"],
-             "empirical_epsilon": res["epsilon_lower_bound"],
-             "empirical_epsilon_point": res["epsilon_point_estimate"],
+             "auc_ci_low": res["auc_ci_low"], "auc_ci_high": res["auc_ci_high"],
+             "mia_epsilon_heuristic": res["epsilon_heuristic"],
              "formal_epsilon": eps, "attack_seconds": time.time() - t0}]
 
 

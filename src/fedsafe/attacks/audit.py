@@ -1,0 +1,142 @@
+"""One-run privacy auditing (Steinke, Nasr and Jagielski, NeurIPS 2023).
+
+m canaries are drawn before training; each is included in the training data independently with
+probability 1/2 (a fair coin the attacker does not see). After training, the attacker scores every
+canary, guesses "included" for the k_plus highest scores and "excluded" for the k_minus lowest,
+and abstains on the rest. If training is (eps, delta)-DP, the number of correct guesses among the
+r = k_plus + k_minus guesses is stochastically dominated, up to a delta term, by
+Binomial(r, e^eps / (1 + e^eps)) (their Theorem 5.2). Every eps whose tail probability of the
+observed count is below 1 - confidence is rejected; the audit reports the largest rejected eps, a
+lower bound on the eps of the training algorithm at that confidence.
+
+This module holds the statistics and the canaries; `audit_job` runs it on a trained cell.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def p_value(m: int, r: int, v: int, eps: float, delta: float = 0.0) -> float:
+    """Upper bound on P[at least v of r guesses correct] under (eps, delta)-DP, m canaries.
+
+    Theorem 5.2 of Steinke et al.: with W' ~ Binomial(r, p), p = e^eps / (1 + e^eps),
+    P[W >= v] <= P[W' >= v] + 2 m delta max_{1<=i<=v} P[v - i <= W' < v] / i.
+    """
+    from scipy.stats import binom
+
+    if not 0 <= v <= r <= m:
+        raise ValueError(f"need 0 <= v <= r <= m, got v={v}, r={r}, m={m}")
+    if r == 0:
+        return 1.0
+    p = 1.0 / (1.0 + math.exp(-eps))
+    tail = float(binom.sf(v - 1, r, p))
+    if delta > 0 and v > 0:
+        # P[v - i <= W' < v] for i = 1..v: cumulative sums of the pmf below v
+        window = np.cumsum(binom.pmf(np.arange(v - 1, -1, -1), r, p))
+        tail += 2 * m * delta * float(np.max(window / np.arange(1, v + 1)))
+    return min(tail, 1.0)
+
+
+def epsilon_lower_bound(m: int, r: int, v: int, delta: float = 0.0,
+                        confidence: float = 0.95) -> float:
+    """Largest eps rejected at level 1 - confidence by v correct of r guesses (0.0: none).
+
+    p_value grows with eps, so the rejected set is an interval [0, eps*): bisection."""
+    beta = 1.0 - confidence
+    if p_value(m, r, v, 0.0, delta) >= beta:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while p_value(m, r, v, hi, delta) < beta:
+        lo, hi = hi, 2 * hi
+        if hi > 1e3:  # more than any finite count can prove
+            return lo
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p_value(m, r, v, mid, delta) < beta else (lo, mid)
+    return lo
+
+
+def guess_counts(m: int, fractions) -> list[int]:
+    """Numbers of guesses tried (fractions of m, at least 2, even: half per side)."""
+    return sorted({max(2, 2 * int(round(f * m / 2))) for f in fractions if f * m >= 1})
+
+
+def audit(scores, included, delta: float = 0.0, confidence: float = 0.95,
+          guess_fractions=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0)) -> dict:
+    """Audit from canary scores (higher = more likely included) and the true coins.
+
+    The attacker guesses both tails of the score ranking, r / 2 each. Several r are tried; to keep
+    the bound valid after picking the best one, each is tested at level (1 - confidence) / (number
+    of r tried) (Bonferroni). Returns the bound and the counts behind it.
+    """
+    s, inc = np.asarray(scores, float), np.asarray(included, bool)
+    m = len(s)
+    order = np.argsort(-s, kind="stable")
+    counts = guess_counts(m, guess_fractions)
+    level = 1.0 - (1.0 - confidence) / max(len(counts), 1)
+    best = {"epsilon_lower_bound": 0.0, "guesses": 0, "correct": 0}
+    for r in counts:
+        top, bottom = order[: r // 2], order[m - r // 2:]
+        v = int(inc[top].sum() + (~inc[bottom]).sum())
+        eps = epsilon_lower_bound(m, r, v, delta, level)
+        if eps > best["epsilon_lower_bound"] or best["guesses"] == 0:
+            best = {"epsilon_lower_bound": eps, "guesses": r, "correct": v}
+    return {**best, "n_canaries": m, "n_included": int(inc.sum()), "confidence": confidence,
+            "delta": delta}
+
+
+# ---- canaries ----
+
+CANARY_KINDS = ("noise", "mislabelled", "pixel")
+
+
+def make_canaries(kind: str, n: int, shape: tuple[int, ...], n_classes: int, seed: int,
+                  source: tuple[np.ndarray, np.ndarray] | None = None):
+    """n canary samples (uint8 images, labels) and their inclusion coins (True: train on it).
+
+    noise: uniform random images with random labels (out of distribution, nothing else explains
+    their label); mislabelled: images of `source` (data no client holds) with a wrong label;
+    pixel: a black image with one distinct bright pixel-channel and a random label, whose input
+    gradient touches weights no other canary touches in a linear first layer.
+    """
+    rng = np.random.default_rng([seed, 15])
+    y = rng.integers(0, n_classes, n)
+    if kind == "noise":
+        x = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    elif kind == "mislabelled":
+        if source is None or len(source[1]) < n:
+            raise ValueError(f"mislabelled canaries need {n} source images")
+        idx = rng.choice(len(source[1]), n, replace=False)
+        x = source[0][idx].copy()
+        y = (source[1][idx] + rng.integers(1, n_classes, n)) % n_classes  # never the true label
+    elif kind == "pixel":
+        size = int(np.prod(shape))
+        if n > size:
+            raise ValueError(f"pixel canaries: at most {size} for images of shape {shape}")
+        x = np.zeros((n, size), np.uint8)
+        x[np.arange(n), rng.choice(size, n, replace=False)] = 255
+        x = x.reshape(n, *shape)
+    else:
+        raise ValueError(f"unknown canary kind {kind!r}; known: {list(CANARY_KINDS)}")
+    included = rng.random(n) < 0.5
+    return x, y.astype(np.int64), included
+
+
+def loss_reduction_scores(initial, final, x, y, batch_size: int = 512) -> np.ndarray:
+    """Canary score: its loss under the initial model minus under the final one (higher = more
+    likely trained on). The attacker needs query access to both models: in a federation every
+    client and the server receive the initial global model."""
+    from fedsafe.attacks.membership import loss_scores
+
+    return loss_scores(final, x, y, batch_size) - loss_scores(initial, x, y, batch_size)
+
+
+def compare_bounds(lower: float | None, upper: float | None) -> dict:
+    """The audit's lower bound beside the accountant's upper bound. A lower bound above the upper
+    bound (beyond float noise) means the implementation or the accounting is wrong: `violation`."""
+    if lower is None or upper is None or not math.isfinite(lower):
+        return {"epsilon_ratio": None, "violation": False}
+    ratio = lower / upper if upper > 0 else (math.inf if lower > 0 else 0.0)
+    return {"epsilon_ratio": ratio, "violation": bool(lower > upper * (1 + 1e-9))}
