@@ -4,6 +4,12 @@ rule attack:
         model=rules.train.output.model,
         checkpoints=rules.train.output.checkpoints,
         train=rules.train.output.metrics,
+        # RMIA and LiRA read the dataset's reference models (rules/reference.smk)
+        **(
+            {"reference": reference_input}
+            if any(fc.needs_reference(config, a) for a in config["attacks"])
+            else {}
+        ),
     output:
         f"{RESULTS}/attacks/{CELL}/{{attack}}.json",
     log:

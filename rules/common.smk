@@ -47,8 +47,15 @@ def attack_paths():
     return [
         f"{RESULTS}/attacks/{CELL}/{{attack}}.json".format(**c, attack=a)
         for c in CELLS
-        for a in config["attacks"]
+        for a in fc.cell_attacks(config, c["defense"])
     ]
+
+
+def reference_input(wildcards):
+    """The reference models, for the attacks that need them (an empty list for the others)."""
+    if not fc.needs_reference(config, wildcards.attack):
+        return []
+    return f"{RESULTS}/reference/{wildcards.dataset}/seed_{wildcards.seed}/reference.pt"
 
 
 # Set `allow_missing: true` (e.g. `--config allow_missing=true`) to aggregate whatever train and

@@ -79,7 +79,16 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     _set_threads(threads)
     cell = cell_id(spec)
     log.info("training %s", cell)
-    result = train_cell(Path(data_path).parent, spec, Path(out_json).parent, threads, gpus)
+    data_dir = Path(data_path).parent
+    if spec.get("canaries"):  # an audited cell: train on the data plus the included canaries
+        from fedsafe.attacks.audit import add_canaries
+
+        data_dir = add_canaries(data_dir, spec, Path(out_json).parent)
+    result = train_cell(data_dir, spec, Path(out_json).parent, threads, gpus)
+    if spec.get("canaries"):
+        import shutil
+
+        shutil.rmtree(data_dir)  # canaries.npz keeps what the audit needs
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
     if mlflow_cfg.get("enabled", True):
@@ -92,9 +101,24 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, mlflow_cfg: d
     return result
 
 
+def reference(spec: dict, data_path: str | Path, out_path: str | Path, threads: int = 1) -> dict:
+    """Train the reference models of one (dataset, recipe, seed), shared by RMIA and LiRA."""
+    from fedsafe.attacks.reference import train_reference_models
+    from fedsafe.data.prepare import load_prepared
+    from fedsafe.federation.local import pick_device
+
+    _set_threads(threads)
+    info = train_reference_models(load_prepared(Path(data_path).parent), spec, Path(out_path),
+                                  pick_device(spec["federation"]["device"]))
+    write_json({**info, "spec": spec}, Path(out_path).with_suffix(".json"))
+    log.info("reference models of %s seed %s: %d in %.1fs", spec["dataset"], spec["seed"],
+             info["n_models"], info["seconds"])
+    return info
+
+
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
            train_json: str | Path, out_json: str | Path, mlflow_cfg: dict, experiment: str,
-           threads: int = 1) -> list[dict]:
+           threads: int = 1, reference: str | Path | None = None) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
@@ -103,7 +127,8 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     cell, kind = cell_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
                        json.loads(Path(train_json).read_text()),
-                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent)
+                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent,
+                       Path(reference) if reference else None)
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])

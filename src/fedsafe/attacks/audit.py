@@ -14,6 +14,7 @@ This module holds the statistics and the canaries; `audit_job` runs it on a trai
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -81,7 +82,8 @@ def audit(scores, included, delta: float = 0.0, confidence: float = 0.95,
         top, bottom = order[: r // 2], order[m - r // 2:]
         v = int(inc[top].sum() + (~inc[bottom]).sum())
         eps = epsilon_lower_bound(m, r, v, delta, level)
-        if eps > best["epsilon_lower_bound"] or best["guesses"] == 0:
+        # ties (all 0 under no leakage) report the most guesses, the most informative count
+        if eps >= best["epsilon_lower_bound"]:
             best = {"epsilon_lower_bound": eps, "guesses": r, "correct": v}
     return {**best, "n_canaries": m, "n_included": int(inc.sum()), "confidence": confidence,
             "delta": delta}
@@ -140,3 +142,71 @@ def compare_bounds(lower: float | None, upper: float | None) -> dict:
         return {"epsilon_ratio": None, "violation": False}
     ratio = lower / upper if upper > 0 else (math.inf if lower > 0 else 0.0)
     return {"epsilon_ratio": ratio, "violation": bool(lower > upper * (1 + 1e-9))}
+
+
+# ---- in the workflow: canaries in the training data of audited cells, and the audit job ----
+
+def add_canaries(data_dir: Path, spec: dict, train_dir: Path) -> Path:
+    """A copy of the prepared data with the included canaries spread over the clients (each to a
+    random client); writes `canaries.npz` (images, labels, coins, client) into train_dir and
+    returns the copy's folder. Called by the training job of an audited cell only."""
+    import json
+    import shutil
+
+    from fedsafe.data.prepare import load_prepared
+
+    data = load_prepared(data_dir)
+    man, opt = data.manifest, spec["canaries"]
+    shape = (man["channels"], man["image_size"], man["image_size"])
+    x, y, inc = make_canaries(opt["kind"], int(opt["n"]), shape, len(man["class_names"]),
+                              spec["seed"], source=data.test)
+    client = np.random.default_rng([spec["seed"], 152]).integers(0, len(data.clients), len(y))
+    arrays = {"test_x": data.test[0], "test_y": data.test[1],
+              "holdout_x": data.holdout[0], "holdout_y": data.holdout[1]}
+    for i, (cx, cy) in enumerate(data.clients):
+        pick = inc & (client == i)
+        arrays[f"client{i}_x"], arrays[f"client{i}_y"] = np.r_[cx, x[pick]], np.r_[cy, y[pick]]
+    out = Path(train_dir) / "canaried_data"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    np.savez(out / "data.npz", **arrays)
+    (out / "manifest.json").write_text(json.dumps(man))
+    np.savez(Path(train_dir) / "canaries.npz", x=x, y=y, included=inc, client=client)
+    return out
+
+
+def run_privacy_audit(ctx, options: dict) -> list[dict]:
+    """The one-run audit of a cell trained with canaries: score every canary by its loss reduction
+    from the initial global model (rebuilt from the cell's seed, as training starts) to the final
+    one; guess; bound. Beside it the accountant's epsilon, their ratio and the violation flag."""
+    import time
+
+    import torch
+
+    from fedsafe.attacks.membership import _delta
+    from fedsafe.federation.local import to_tensor
+    from fedsafe.models import build_model
+
+    t0 = time.time()
+    canaries = Path(ctx.train_dir) / "canaries.npz"
+    if not canaries.exists():
+        raise ValueError("privacy_audit: this cell was trained without canaries (add its defense "
+                         "to `audit.defenses`)")
+    with np.load(canaries) as c:
+        x, y, inc = c["x"], c["y"], c["included"]
+    man = ctx.data.manifest
+    torch.manual_seed(ctx.seed)  # the target's initial weights, as train_cell draws them
+    initial = build_model(ctx.spec["model"], man["channels"], len(man["class_names"]),
+                          man["image_size"]).to(ctx.device)
+    xt, yt = to_tensor(x).to(ctx.device), torch.from_numpy(y).long().to(ctx.device)
+    scores = loss_reduction_scores(initial, ctx.new_model(), xt, yt)
+    res = audit(scores, inc, _delta(ctx), float(options["confidence"]),
+                tuple(options["guess_fractions"]))
+    eps = ctx.train_result.get("epsilon")
+    eps = None if eps is None else float(eps)
+    cmp = compare_bounds(res["epsilon_lower_bound"], eps)
+    return [{"attack_param": "n_canaries", "attack_value": float(res["n_canaries"]),
+             "empirical_epsilon": res["epsilon_lower_bound"], "formal_epsilon": eps,
+             "epsilon_ratio": cmp["epsilon_ratio"], "violation": int(cmp["violation"]),
+             "audit_guesses": res["guesses"], "audit_correct": res["correct"],
+             "audit_confidence": res["confidence"], "attack_seconds": time.time() - t0}]

@@ -20,6 +20,8 @@ class AttackContext:
     train_result: dict
     device: str = "cpu"
     out_dir: Path = Path(".")  # where an attack may save extra files (reconstruction grids)
+    train_dir: Path = Path(".")  # the trained cell's files (canaries.npz of an audited cell)
+    reference_path: Path | None = None  # reference models of the dataset (RMIA, LiRA)
     defense: Defense = field(init=False)
 
     def __post_init__(self):
@@ -47,12 +49,13 @@ class AttackContext:
 
 
 def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
-                 device: str = "cpu", out_dir: Path = Path(".")) -> AttackContext:
+                 device: str = "cpu", out_dir: Path = Path("."),
+                 reference_path: Path | None = None) -> AttackContext:
     # weights_only: checkpoints are plain tensors, never pickled code
     weights = torch.load(train_dir / "model.pt", map_location=device, weights_only=True)
     checkpoints = torch.load(train_dir / "checkpoints.pt", map_location=device, weights_only=True)
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
-                         out_dir)
+                         out_dir, Path(train_dir), reference_path)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:
