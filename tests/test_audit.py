@@ -127,3 +127,34 @@ def test_broken_dp_sgd_is_flagged_and_correct_is_not(noise):
     assert broken["epsilon_lower_bound"] > eps and compare_bounds(broken["epsilon_lower_bound"], eps)["violation"]
     assert 0 <= correct["epsilon_lower_bound"] < eps
     assert not compare_bounds(correct["epsilon_lower_bound"], eps)["violation"]
+
+
+# ---------------------------------------------------------------- through the workflow
+
+def test_audit_and_reference_attacks_through_the_workflow(workdir):
+    """A tiny grid: only the audited cell trains with canaries and gets the audit job; the
+    reference models are trained once and shared by both cells; the summary puts the audit's
+    lower bound beside the accountant's epsilon."""
+    import pandas as pd
+
+    from conftest import base_config, snakemake
+
+    cfg = base_config(
+        defenses={"none": {}, "dp_sgd": {"noise_multipliers": [1.0]}},
+        audit={"defenses": ["dp_sgd"], "canaries": 100},
+        reference_models={"n": 2},
+        attacks={"rmia": {"type": "mia_rmia", "options": {"n_samples": 30}},
+                 "audit": {"type": "privacy_audit"}},
+        mlflow={"enabled": False})
+    snakemake(["--cores", "2"], cfg, workdir)
+    res = workdir / "results"
+    assert (res / "train/mri/dp_sgd/noise_1/seed_0/canaries.npz").exists()
+    assert not (res / "train/mri/none/noise_0/seed_0/canaries.npz").exists()
+    assert not (res / "attacks/mri/none/noise_0/seed_0/audit.json").exists()
+    assert len(list((res / "reference").rglob("reference.pt"))) == 1
+    df = pd.read_csv(res / "summary.csv")
+    row = df[df["attack"] == "audit"].iloc[0]
+    assert row["empirical_epsilon"] >= 0 and row["epsilon"] > 0 and row["violation"] == 0
+    assert row["epsilon_ratio"] == pytest.approx(row["empirical_epsilon"] / row["epsilon"])
+    assert set(df[df["attack"] == "rmia"]["defense"]) == {"none", "dp_sgd"}
+    assert "audit ε (lower bound)" in (res / "tables/comparison.md").read_text()

@@ -205,6 +205,12 @@ def run_privacy_audit(ctx, options: dict) -> list[dict]:
     eps = ctx.train_result.get("epsilon")
     eps = None if eps is None else float(eps)
     cmp = compare_bounds(res["epsilon_lower_bound"], eps)
+    if cmp["violation"]:
+        import logging
+
+        logging.getLogger("fedsafe").warning(
+            "PRIVACY VIOLATION: audited lower bound %.3f > accounted epsilon %.3f",
+            res["epsilon_lower_bound"], eps)
     return [{"attack_param": "n_canaries", "attack_value": float(res["n_canaries"]),
              "empirical_epsilon": res["epsilon_lower_bound"], "formal_epsilon": eps,
              "epsilon_ratio": cmp["epsilon_ratio"], "violation": int(cmp["violation"]),
