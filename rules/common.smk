@@ -47,7 +47,7 @@ def attack_paths():
     return [
         f"{RESULTS}/attacks/{CELL}/{{attack}}.json".format(**c, attack=a)
         for c in CELLS
-        for a in fc.cell_attacks(config, c["defense"])
+        for a in fc.cell_attacks(config, c["dataset"], c["defense"], c["noise"])
     ]
 
 

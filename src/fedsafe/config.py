@@ -79,10 +79,10 @@ def check(config: dict) -> None:
 
 def _check_audit(config: dict) -> None:
     audited = config.get("audit", {}).get("defenses", [])
-    for d in audited:
-        if d not in config["defenses"]:
-            raise ConfigError(f"audit.defenses: {d!r} is not a defense of this grid; known: "
-                              f"{sorted(config['defenses'])}")
+    for key, known in (("defenses", config["defenses"]), ("datasets", config["datasets"])):
+        for d in config.get("audit", {}).get(key, []):
+            if d not in known:
+                raise ConfigError(f"audit.{key}: {d!r} is not in this grid; known: {sorted(known)}")
     for name, a in config["attacks"].items():
         if a.get("type", name) == "privacy_audit" and not audited:
             raise ConfigError(f"attacks.{name}: privacy_audit needs audited cells; list their "
@@ -157,21 +157,25 @@ def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int |
             "options": config["defenses"][defense]["options"],
             "federation": config["federation"], "model": config["federation"]["model"],
             "data": dataset_spec(config, dataset)}
-    if audited(config, defense):  # only audited cells carry the key: the others stay unchanged
+    if audited(config, dataset, defense, noise):  # only audited cells carry the key: the others stay unchanged
         a = config["audit"]
         spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": a.get("kind", "noise")}
     return spec
 
 
-def audited(config: dict, defense: str) -> bool:
-    """Cells of this defense train with canaries (the privacy audit's)."""
-    return defense in config.get("audit", {}).get("defenses", [])
+def audited(config: dict, dataset: str, defense: str, noise) -> bool:
+    """The cell trains with canaries (the privacy audit's): its defense is in `audit.defenses`
+    and, where given, its dataset and noise multiplier in `audit.datasets` / `noise_multipliers`."""
+    a = config.get("audit", {})
+    noises = a.get("noise_multipliers")
+    return (defense in a.get("defenses", []) and dataset in a.get("datasets", [dataset])
+            and (noises is None or fmt_noise(noise) in {fmt_noise(n) for n in noises}))
 
 
-def cell_attacks(config: dict, defense: str) -> list[str]:
+def cell_attacks(config: dict, dataset: str, defense: str, noise) -> list[str]:
     """The attacks run on a cell: all of them, but the privacy audit only on audited cells."""
     return [a for a, v in config["attacks"].items()
-            if v.get("type", a) != "privacy_audit" or audited(config, defense)]
+            if v.get("type", a) != "privacy_audit" or audited(config, dataset, defense, noise)]
 
 
 def needs_reference(config: dict, attack: str) -> bool:

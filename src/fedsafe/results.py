@@ -31,7 +31,8 @@ def expected_jobs(config: dict, results_dir: str) -> list[dict]:
     for c in fc.cells(config):
         cell = fc.cell_id(**c)
         attacks = [{"attack": a, "file": f"{results_dir}/attacks/{cell}/{a}.json",
-                    "spec": fc.attack_spec(config, a)} for a in fc.cell_attacks(config, c["defense"])]
+                    "spec": fc.attack_spec(config, a)} for a in fc.cell_attacks(config, **{
+                        k: c[k] for k in ("dataset", "defense", "noise")})]
         jobs.append({"cell": cell, "file": f"{results_dir}/train/{cell}/train.json",
                      "spec": fc.train_spec(config, c["dataset"], c["defense"], c["noise"],
                                            c["seed"]), "attacks": attacks})
