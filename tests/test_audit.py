@@ -158,3 +158,23 @@ def test_audit_and_reference_attacks_through_the_workflow(workdir):
     assert row["epsilon_ratio"] == pytest.approx(row["empirical_epsilon"] / row["epsilon"])
     assert set(df[df["attack"] == "rmia"]["defense"]) == {"none", "dp_sgd"}
     assert "audit ε (lower bound)" in (res / "tables/comparison.md").read_text()
+
+
+def test_only_audited_cells_get_canaries_and_the_audit():
+    from conftest import base_config
+
+    from fedsafe import config as fc
+
+    cfg = base_config(defenses={"none": {}, "dp_sgd": {"noise_multipliers": [0.5, 1.0]}},
+                      audit={"defenses": ["dp_sgd"], "noise_multipliers": [1.0], "canaries": 50},
+                      attacks={"mia_loss": {}, "privacy_audit": {}})
+    fc.validate(cfg)
+    assert fc.train_spec(cfg, "mri", "dp_sgd", "1", 0)["canaries"] == {"n": 50, "kind": "noise"}
+    for defense, noise in (("dp_sgd", "0.5"), ("none", "0")):
+        assert "canaries" not in fc.train_spec(cfg, "mri", defense, noise, 0)
+        assert fc.cell_attacks(cfg, "mri", defense, noise) == ["mia_loss"]
+    assert fc.cell_attacks(cfg, "mri", "dp_sgd", "1") == ["mia_loss", "privacy_audit"]
+    with pytest.raises(fc.ConfigError, match="privacy_audit needs audited cells"):
+        fc.check({**cfg, "audit": {}})
+    with pytest.raises(fc.ConfigError, match="audit.defenses: 'magic'"):
+        fc.check({**cfg, "audit": {"defenses": ["magic"]}})
