@@ -178,3 +178,27 @@ def test_only_audited_cells_get_canaries_and_the_audit():
         fc.check({**cfg, "audit": {}})
     with pytest.raises(fc.ConfigError, match="audit.defenses: 'magic'"):
         fc.check({**cfg, "audit": {"defenses": ["magic"]}})
+
+
+def test_reference_models_federated_recipe(tmp_path):
+    """`training: federated`: each reference model is the target's federation (plain FedAvg) on
+    its half of the pool; its logits cover the whole pool and it never starts from the target."""
+    import torch
+
+    from conftest import base_config
+
+    from fedsafe import config as fc
+    from fedsafe.attacks.reference import train_reference_models
+    from fedsafe.data.prepare import load_prepared
+    from fedsafe.jobs import prepare
+
+    cfg = base_config(reference_models={"n": 2, "training": "federated"})
+    fc.validate(cfg)
+    prepare(fc.dataset_spec(cfg, "mri"), tmp_path / "data")
+    data = load_prepared(tmp_path / "data")
+    info = train_reference_models(data, fc.reference_spec(cfg, "mri", 0), tmp_path / "ref.pt")
+    ref = torch.load(tmp_path / "ref.pt", weights_only=True)
+    n_pool = sum(len(c[1]) for c in data.clients) + len(data.holdout[1]) + len(data.test[1])
+    assert ref["logits"].shape[:2] == (2, n_pool) and ref["in_mask"].sum(0).tolist() == [1] * n_pool
+    assert min(info["initial_distance_to_target"]) > 0
+    assert not torch.equal(ref["logits"][0], ref["logits"][1])
