@@ -1,15 +1,11 @@
+# RMIA and LiRA also read the dataset's reference models (rules/reference.smk).
 rule attack:
     input:
         data=rules.prepare_data.output.data,
         model=rules.train.output.model,
         checkpoints=rules.train.output.checkpoints,
         train=rules.train.output.metrics,
-        # RMIA and LiRA read the dataset's reference models (rules/reference.smk)
-        **(
-            {"reference": reference_input}
-            if any(fc.needs_reference(config, a) for a in config["attacks"])
-            else {}
-        ),
+        reference=reference_input,
     output:
         f"{RESULTS}/attacks/{CELL}/{{attack}}.json",
     log:

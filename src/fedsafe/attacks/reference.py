@@ -71,6 +71,7 @@ def _train_central(model, x, y, spec: dict, seed: int, device: str):
 def _train_federated(model, x, y, spec: dict, manifest: dict, seed: int, work: Path):
     """The target's federation (plain FedAvg, its client count, iid split) on the reference data."""
     import json
+    import shutil
 
     from fedsafe.federation.simulation import train_cell
 
@@ -86,6 +87,7 @@ def _train_federated(model, x, y, spec: dict, manifest: dict, seed: int, work: P
             "federation": {**spec["federation"], "checkpoint_rounds": [], "observe_rounds": []}}
     train_cell(work, cell, work / "out")
     model.load_state_dict(torch.load(work / "out" / "model.pt", weights_only=True))
+    shutil.rmtree(work)  # the logits are what is kept
     return model
 
 
