@@ -84,7 +84,7 @@ def main(argv=None, **_) -> dict:
             r = fn(ctx, opts)[0]
             rows.append({"item": f"{name} attack", "seconds": time.perf_counter() - t0,
                          "note": f"AUC {r['auc']:.3f}"})
-    body = table(rows, ["item", "seconds", "ratio", "note"])
+    body = "\n" + table(rows, ["item", "seconds", "ratio", "note"])
     write("audit", "Privacy audit and reference models: cost", body)
     return {"audit_train_ratio": t_audit / t_clean, "audit_job_s": t_job,
             "reference_s": t_ref, "reference_vs_cell": t_ref / t_clean}
