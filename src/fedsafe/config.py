@@ -157,7 +157,7 @@ def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int |
             "options": config["defenses"][defense]["options"],
             "federation": config["federation"], "model": config["federation"]["model"],
             "data": dataset_spec(config, dataset)}
-    if audited(config, dataset, defense, noise):  # only audited cells carry the key: the others stay unchanged
+    if audited(config, dataset, defense, noise):  # only these carry the key: others unchanged
         a = config["audit"]
         spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": a.get("kind", "noise")}
     return spec
