@@ -26,5 +26,6 @@ rule all:
 
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/reference.smk"
 include: "rules/attack.smk"
 include: "rules/report.smk"

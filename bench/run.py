@@ -25,6 +25,7 @@ BENCHES = {  # name -> module; order = report order (startup before grid: grid u
     "startup": "bench_startup",
     "grid": "bench_grid",
     "dag": "bench_dag",
+    "audit": "bench_audit",
 }
 TARGETS = [  # (item, summary key, target, unit)
     ("1 Flower vs plain loop, whole process", "fed_ratio", 1.3, "x"),
@@ -41,6 +42,9 @@ TARGETS = [  # (item, summary key, target, unit)
     ("6 default grid wall time", "grid_wall_s", None, "s"),
     ("6 default grid CPU utilisation", "grid_cpu_util", None, ""),
     ("7 snakemake -n, paper-size grid", "dag_s", 30, "s"),
+    ("8 training with audit canaries vs clean", "audit_train_ratio", None, "x"),
+    ("8 privacy_audit job", "audit_job_s", None, "s"),
+    ("8 reference rule (all models) vs one clean training", "reference_vs_cell", None, "x"),
 ]
 
 

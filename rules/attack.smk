@@ -1,9 +1,11 @@
+# RMIA and LiRA also read the dataset's reference models (rules/reference.smk).
 rule attack:
     input:
         data=rules.prepare_data.output.data,
         model=rules.train.output.model,
         checkpoints=rules.train.output.checkpoints,
         train=rules.train.output.metrics,
+        reference=reference_input,
     output:
         ATTACK_JSON,
     log:

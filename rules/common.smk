@@ -44,6 +44,14 @@ TRAIN_DIR = f"{RESULTS}/train/{CELL}"
 TRAIN_JSON = f"{TRAIN_DIR}/train.json"
 ATTACKS_DIR = f"{RESULTS}/attacks"
 ATTACK_JSON = f"{ATTACKS_DIR}/{CELL}/{{attack}}.json"
+REFERENCE = f"{RESULTS}/reference/{{dataset}}/seed_{{seed}}/reference.pt"
+
+
+def reference_input(wildcards):
+    """The reference models, for the attacks that need them (an empty list for the others)."""
+    if not fc.needs_reference(config, wildcards.attack):
+        return []
+    return REFERENCE.format(dataset=wildcards.dataset, seed=wildcards.seed)
 
 
 # Set `allow_missing: true` (e.g. `--config allow_missing=true`) to aggregate whatever train and

@@ -16,7 +16,7 @@ def test_dry_run_job_counts(workdir):
     )
     counts = job_counts(snakemake(["-n"], cfg, workdir).stdout)
     assert counts == {"all": 1, "prepare_data": 2, "train": 12, "attack": 36, "aggregate": 1,
-                      "tables": 1, "plots": 1}
+                      "tables": 1, "claims": 1, "plots": 1}
 
 
 def test_seeds_multiply_training_not_data(workdir):
@@ -28,16 +28,21 @@ def test_seeds_multiply_training_not_data(workdir):
 
 
 @pytest.mark.parametrize("name, counts", [
-    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 4 attacks each
-    ("config", {"prepare_data": 2, "train": 12, "attack": 48}),
+    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 4 attacks each, and the privacy
+    # audit of its one audited cell
+    ("config", {"prepare_data": 2, "train": 12, "attack": 49}),
     # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 2 attacks each
     ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 144}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each
     ("medpfl", {"prepare_data": 1, "train": 15, "attack": 75}),
-    # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 7 attacks each
-    ("full", {"prepare_data": 4, "train": 252, "attack": 1764}),
-    # every defense: 1 dataset x (1+2+2+2+2+2+2+1+1+1+2+2 = 20); 3 attacks each
-    ("defenses", {"prepare_data": 1, "train": 20, "attack": 60}),
+    # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 10 attacks each, the audit on the
+    # 6 dp_sgd and dp_fedavg cells; reference models once per dataset and seed
+    ("full", {"prepare_data": 4, "train": 252, "attack": 2592, "reference": 12}),
+    # every defense: 1 dataset x (1+2+2+2+2+2+2+1+1+1+2+2 = 20); 4 attacks each, the audit on
+    # the 4 dp_sgd and dp_fedavg cells
+    ("defenses", {"prepare_data": 1, "train": 20, "attack": 84, "reference": 1}),
+    # 1 dataset x (1 + 3 + 2); 5 attacks each, the audit on the 5 DP cells
+    ("audit", {"prepare_data": 1, "train": 6, "attack": 35, "reference": 1}),
 ])
 def test_paper_configs_dry_run(name, counts, workdir):
     """The reproduction configs expand to their documented job counts (hand-downloaded data is

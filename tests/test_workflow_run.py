@@ -47,7 +47,7 @@ def test_attack_option_change_reruns_only_attacks(finished_run, tmp_path):
     changed = yaml.safe_load(yaml.safe_dump(cfg))
     changed["attacks"]["fgsm"]["options"]["n_samples"] = 50
     counts = job_counts(snakemake(["-n"], changed, workdir).stdout)
-    assert counts == {"attack": 1, "aggregate": 1, "tables": 1, "plots": 1, "all": 1}
+    assert counts == {"attack": 1, "aggregate": 1, "tables": 1, "claims": 1, "plots": 1, "all": 1}
 
 
 def test_same_seed_same_numbers(finished_run, tmp_path):
@@ -72,7 +72,7 @@ def test_rerun_after_crash_resumes(finished_run, tmp_path):
         shutil.rmtree(run_dir / "results" / downstream)
     (run_dir / "results/summary.csv").unlink()
     counts = job_counts(snakemake(["-n"], cfg, run_dir).stdout)
-    assert counts == {"attack": 1, "aggregate": 1, "tables": 1, "plots": 1, "all": 1}
+    assert counts == {"attack": 1, "aggregate": 1, "tables": 1, "claims": 1, "plots": 1, "all": 1}
     snakemake(["--cores", "2"], cfg, run_dir)
     assert model.stat().st_mtime_ns == before
 

@@ -114,6 +114,7 @@ def check(config: dict) -> None:
                               "runs once; remove the key")
         if "secagg" in parts:
             _check_secagg_clients(config, name)
+    _check_audit(config)
     for name, a in config["attacks"].items():
         kind = a.get("type", name)
         if kind not in ATTACKS:
@@ -124,6 +125,18 @@ def check(config: dict) -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     _check_inversion_rounds(config)
+
+
+def _check_audit(config: dict) -> None:
+    audited = config.get("audit", {}).get("defenses", [])
+    for key, known in (("defenses", config["defenses"]), ("datasets", config["datasets"])):
+        for d in config.get("audit", {}).get(key, []):
+            if d not in known:
+                raise ConfigError(f"audit.{key}: {d!r} is not in this grid; known: {sorted(known)}")
+    for name, a in config["attacks"].items():
+        if a.get("type", name) == "privacy_audit" and not audited:
+            raise ConfigError(f"attacks.{name}: privacy_audit needs audited cells; list their "
+                              "defenses in audit.defenses")
 
 
 def clients_per_round(n_clients: int, fraction: float) -> int:
@@ -241,11 +254,43 @@ def dataset_spec(config: dict, dataset: str) -> dict:
 def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int | str) -> dict:
     """Everything that determines a trained model, and nothing else (so attack options never
     trigger retraining)."""
-    return {"dataset": dataset, "defense": defense, "parts": defense_parts(config, defense),
+    spec = {"dataset": dataset, "defense": defense, "parts": defense_parts(config, defense),
             "noise": float(noise), "seed": int(seed),
             "options": config["defenses"][defense]["options"],
             "federation": config["federation"], "model": config["federation"]["model"],
             "data": dataset_spec(config, dataset)}
+    if audited(config, dataset, defense, noise):  # only these carry the key: others unchanged
+        a = config["audit"]
+        spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": a.get("kind", "noise")}
+    return spec
+
+
+def audited(config: dict, dataset: str, defense: str, noise) -> bool:
+    """The cell trains with canaries (the privacy audit's): its defense is in `audit.defenses`
+    and, where given, its dataset and noise multiplier in `audit.datasets` / `noise_multipliers`."""
+    a = config.get("audit", {})
+    noises = a.get("noise_multipliers")
+    return (defense in a.get("defenses", []) and dataset in a.get("datasets", [dataset])
+            and (noises is None or fmt_noise(noise) in {fmt_noise(n) for n in noises}))
+
+
+def cell_attacks(config: dict, dataset: str, defense: str, noise) -> list[str]:
+    """The attacks run on a cell: all of them, but the privacy audit only on audited cells."""
+    return [a for a, v in config["attacks"].items()
+            if v.get("type", a) != "privacy_audit" or audited(config, dataset, defense, noise)]
+
+
+def needs_reference(config: dict, attack: str) -> bool:
+    return ATTACKS[config["attacks"][attack].get("type", attack)].needs_reference
+
+
+def reference_spec(config: dict, dataset: str, seed: int | str) -> dict:
+    """What determines the reference models of a dataset: its data, the target's recipe (model,
+    federation settings) and the seed; never a defense or an attack option."""
+    ref = config.get("reference_models", {})
+    return {"dataset": dataset, "seed": int(seed), "model": config["federation"]["model"],
+            "federation": config["federation"], "n_models": int(ref.get("n", 8)),
+            "training": ref.get("training", "centralised"), "data": dataset_spec(config, dataset)}
 
 
 def attack_spec(config: dict, attack: str) -> dict:

@@ -114,7 +114,16 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     _set_threads(threads)
     cell = cell_id(spec)
     log.info("training %s", cell)
-    result = train_cell(Path(data_path).parent, spec, Path(out_json).parent, threads, gpus)
+    data_dir = Path(data_path).parent
+    if spec.get("canaries"):  # an audited cell: train on the data plus the included canaries
+        from fedsafe.attacks.audit import add_canaries
+
+        data_dir = add_canaries(data_dir, spec, Path(out_json).parent)
+    result = train_cell(data_dir, spec, Path(out_json).parent, threads, gpus)
+    if spec.get("canaries"):
+        import shutil
+
+        shutil.rmtree(data_dir)  # canaries.npz keeps what the audit needs
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
     if tracked:
@@ -127,9 +136,25 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     return result
 
 
+def reference(spec: dict, data_path: str | Path, out_path: str | Path, threads: int = 1) -> dict:
+    """Train the reference models of one (dataset, recipe, seed), shared by RMIA and LiRA."""
+    from fedsafe.attacks.reference import train_reference_models
+    from fedsafe.data.prepare import load_prepared
+    from fedsafe.federation.local import pick_device
+
+    _set_threads(threads)
+    info = train_reference_models(load_prepared(Path(data_path).parent), spec, Path(out_path),
+                                  pick_device(spec["federation"]["device"]))
+    write_json({**info, "spec": spec}, Path(out_path).with_suffix(".json"))
+    log.info("reference models of %s seed %s: %d in %.1fs", spec["dataset"], spec["seed"],
+             info["n_models"], info["seconds"])
+    return info
+
+
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
            train_json: str | Path, out_json: str | Path, tracked: dict | None = None,
-           threads: int = 1, checkpoints_path: str | Path | None = None) -> list[dict]:
+           threads: int = 1, checkpoints_path: str | Path | None = None,
+           reference: str | Path | None = None) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
@@ -139,7 +164,8 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
                        read_json(train_json),
                        pick_device(train_spec["federation"]["device"]), Path(out_json).parent,
-                       Path(model_path), checkpoints_path and Path(checkpoints_path))
+                       Path(model_path), checkpoints_path and Path(checkpoints_path),
+                       Path(reference) if reference else None)
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])

@@ -68,25 +68,14 @@ def _clopper_pearson(k: np.ndarray, n: int, alpha: float) -> tuple[np.ndarray, n
     return lo, hi
 
 
-def empirical_epsilon_lower_bound(tpr, fpr, delta: float = 1e-5, n_members: int | None = None,
-                                  n_nonmembers: int | None = None, alpha: float = 0.05) -> float:
-    """Largest epsilon implied by attack operating points (tpr, fpr) under (eps, delta)-DP.
+def epsilon_from_rates(tpr, fpr, delta: float = 0.0) -> float:
+    """Smallest epsilon consistent with operating points (tpr, fpr) under (eps, delta)-DP.
 
     Any (eps, delta)-DP mechanism forces tpr <= e^eps * fpr + delta and
-    1 - fpr <= e^eps * (1 - tpr) + delta (Kairouz et al. 2015), so every operating point gives
-    eps >= max(log((tpr - delta) / fpr), log((1 - delta - fpr) / (1 - tpr))); we take the max
-    over all points. Points with a zero denominator or non-positive numerator give no finite
-    bound and are skipped. Returns 0.0 when no point gives a positive bound.
-
-    Without counts this is a point estimate, biased upward at extreme thresholds where only a
-    handful of samples decide the rates. With n_members / n_nonmembers, tpr is replaced by its
-    Clopper-Pearson lower bound and fpr by its upper bound (each one-sided at alpha / 2), which
-    makes it a statistical lower bound at confidence 1 - alpha per point (Jagielski et al. 2020).
+    1 - fpr <= e^eps * (1 - tpr) + delta (Kairouz et al. 2015). Points with a zero denominator or
+    non-positive numerator give no finite bound; 0.0 when no point gives a positive one.
     """
     tpr, fpr = np.atleast_1d(np.asarray(tpr, float)), np.atleast_1d(np.asarray(fpr, float))
-    if n_members is not None and n_nonmembers is not None:
-        tpr = _clopper_pearson(np.round(tpr * n_members), n_members, alpha / 2)[0]
-        fpr = _clopper_pearson(np.round(fpr * n_nonmembers), n_nonmembers, alpha / 2)[1]
     best = 0.0
     for num, den in (((tpr - delta), fpr), ((1 - delta - fpr), (1 - tpr))):
         ok = (num > 0) & (den > 0)
@@ -95,27 +84,88 @@ def empirical_epsilon_lower_bound(tpr, fpr, delta: float = 1e-5, n_members: int 
     return best
 
 
-def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    # Highest TPR reachable without exceeding the FPR budget (standard low-FPR reporting).
+def _threshold_bounds(m: np.ndarray, n: np.ndarray, ts: np.ndarray, delta: float,
+                      alpha: float) -> np.ndarray:
+    """Epsilon bound at each fixed threshold t (score >= t: guess member): Clopper-Pearson lower
+    bound on TPR and upper bound on FPR, alpha / 2 each, so both hold with probability 1 - alpha."""
+    tp = len(m) - np.searchsorted(np.sort(m), ts, side="left")
+    fp = len(n) - np.searchsorted(np.sort(n), ts, side="left")
+    tpr_lo = _clopper_pearson(tp, len(m), alpha / 2)[0]
+    fpr_hi = _clopper_pearson(fp, len(n), alpha / 2)[1]
+    return np.array([epsilon_from_rates(a, b, delta) for a, b in zip(tpr_lo, fpr_hi)])
+
+
+def split_half_epsilon(member_scores, nonmember_scores, delta: float = 1e-5, alpha: float = 0.05,
+                       seed: int = 0) -> float:
+    """Heuristic epsilon from a membership attack: the threshold is chosen on a random half of the
+    members and non-members (the one with the best Clopper-Pearson bound there) and the bound is
+    computed on the other half only, so choosing the threshold costs no confidence.
+
+    Heuristic, not an audit: it treats the members of one trained model as independent trials of
+    the DP definition, which they are not (they are trained together, and a member's inclusion
+    was not randomised). `fedsafe.attacks.audit` gives the valid lower bound.
+    """
+    m, n = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
+    rng = np.random.default_rng(seed)
+    (m_sel, m_eval), (n_sel, n_eval) = (np.array_split(v[rng.permutation(len(v))], 2) for v in (m, n))
+    if min(len(m_sel), len(m_eval), len(n_sel), len(n_eval)) == 0:
+        return 0.0
+    ts = np.unique(np.r_[m_sel, n_sel])
+    sel = _threshold_bounds(m_sel, n_sel, ts, delta, alpha)
+    if sel.max() <= 0:
+        return 0.0
+    return float(_threshold_bounds(m_eval, n_eval, ts[[int(np.argmax(sel))]], delta, alpha)[0])
+
+
+def _auc_ranks(s: np.ndarray, is_member: np.ndarray) -> np.ndarray:
+    """AUC (Mann-Whitney, ties count half) along the last axis, for a batch of resamples."""
+    from scipy.stats import rankdata
+
+    r = rankdata(s, axis=-1)
+    n_m = is_member.sum(-1)
+    n_n = is_member.shape[-1] - n_m
+    return ((r * is_member).sum(-1) - n_m * (n_m + 1) / 2) / (n_m * n_n)
+
+
+def auc_interval(member_scores, nonmember_scores, level: float = 0.95, n_boot: int = 500,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC, members and non-members resampled separately."""
+    m, n = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([m[rng.integers(0, len(m), (n_boot, len(m)))],
+                        n[rng.integers(0, len(n), (n_boot, len(n)))]], axis=1)
+    lab = np.broadcast_to(np.r_[np.ones(len(m)), np.zeros(len(n))], s.shape)
+    aucs = _auc_ranks(s, lab)
+    return float(np.quantile(aucs, (1 - level) / 2)), float(np.quantile(aucs, (1 + level) / 2))
+
+
+def tpr_at_fpr(member_scores, nonmember_scores, target: float) -> float:
+    """Highest TPR at a threshold whose FPR does not exceed `target`; NaN when the non-members
+    cannot resolve that FPR (fewer than 1 / target of them: the only admissible threshold would be
+    "no false positive at all", a different and noisier quantity)."""
+    from sklearn.metrics import roc_curve
+
+    m, n = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
+    if len(n) * target < 1:
+        return float("nan")
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(m)), np.zeros(len(n))], np.r_[m, n],
+                            drop_intermediate=False)
     ok = fpr <= target
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def roc_metrics(member_scores, nonmember_scores, delta: float = 1e-5) -> dict:
-    """AUC, TPR at 1% and 0.1% FPR and empirical epsilon bounds; higher score = member."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+def roc_metrics(member_scores, nonmember_scores, delta: float = 1e-5, seed: int = 0) -> dict:
+    """AUC with a 95% bootstrap interval, TPR at 1% and 0.1% FPR (NaN where unresolved) and the
+    split-half heuristic epsilon; higher score = member."""
+    from sklearn.metrics import roc_auc_score
 
     m, n = np.asarray(member_scores, float).ravel(), np.asarray(nonmember_scores, float).ravel()
-    y = np.r_[np.ones(len(m)), np.zeros(len(n))]
-    s = np.r_[m, n]
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # keep every threshold for the eps max
+    lo, hi = auc_interval(m, n, seed=seed)
     return {
-        "auc": float(roc_auc_score(y, s)),
-        "tpr_at_1pct_fpr": _tpr_at_fpr(fpr, tpr, 0.01),
-        "tpr_at_0_1pct_fpr": _tpr_at_fpr(fpr, tpr, 0.001),
-        # 95%-confidence bound (Clopper-Pearson) and the raw point estimate, which overstates
-        "epsilon_lower_bound": empirical_epsilon_lower_bound(tpr, fpr, delta, len(m), len(n)),
-        "epsilon_point_estimate": empirical_epsilon_lower_bound(tpr, fpr, delta),
-        "delta": delta,
-        "n_members": len(m), "n_nonmembers": len(n),
+        "auc": float(roc_auc_score(np.r_[np.ones(len(m)), np.zeros(len(n))], np.r_[m, n])),
+        "auc_ci_low": lo, "auc_ci_high": hi,
+        "tpr_at_1pct_fpr": tpr_at_fpr(m, n, 0.01),
+        "tpr_at_0_1pct_fpr": tpr_at_fpr(m, n, 0.001),
+        "epsilon_heuristic": split_half_epsilon(m, n, delta, seed=seed),
+        "delta": delta, "n_members": len(m), "n_nonmembers": len(n),
     }

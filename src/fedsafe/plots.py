@@ -123,6 +123,8 @@ def frontier(df: pd.DataFrame, stem: Path) -> None:
                             color=f"C{defenses.index(defense)}")
                 ax.annotate(f"σ={noise:g}", (x.loc[key, "mean"], y.loc[key, "mean"]),
                             fontsize=7, xytext=(4, 3), textcoords="offset points")
+            if ym == "epsilon":
+                _audit_points(df, ax, x, datasets)
             if ym == "epsilon" and (y["mean"].dropna() > 0).all():
                 ax.set_yscale("log")
             ax.set(xlabel=xlabel, ylabel=ylabel)
@@ -133,8 +135,35 @@ def frontier(df: pd.DataFrame, stem: Path) -> None:
                            label=f"dataset: {d}") for i, d in enumerate(datasets)]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle("Privacy-utility-robustness frontier (mean, 95% t interval over seeds;\n"
-                 "ε only for defenses with a formal guarantee)")
+                 "ε only with a formal guarantee; hollow: audit's lower bound)")
     _save(fig, stem)
+
+
+def _audit_points(df: pd.DataFrame, ax, x: pd.DataFrame, datasets: list) -> None:
+    """The privacy audit's lower bound under each audited cell's epsilon (hollow marker, dotted
+    line up to the accountant's value); a violation (lower above upper) in red, labelled."""
+    if "attack_type" not in df or "empirical_epsilon" not in df:
+        return
+    audit = df[df["attack_type"] == "privacy_audit"]
+    if audit.empty:
+        return
+    per = audit.groupby(KEYS).agg(low=("empirical_epsilon", "mean"), up=("epsilon", "mean"),
+                                  bad=("violation", "max"))
+    for key, r in per.iterrows():
+        if key not in x.index:
+            continue
+        bad = bool(r["bad"] > 0)
+        cx = x.loc[key, "mean"]
+        if not r["low"] > 0:  # nothing proven: no point on a log axis
+            ax.annotate("audit: 0", (cx, r["up"]), fontsize=7, xytext=(4, -10),
+                        textcoords="offset points")
+            continue
+        ax.plot([cx, cx], [r["low"], r["up"]], ls=":", color="red" if bad else "gray")
+        ax.plot(cx, r["low"], marker=MARKERS[datasets.index(key[0]) % len(MARKERS)], mfc="none",
+                color="red" if bad else "black", ls="none")
+        if bad:
+            ax.annotate("VIOLATION", (cx, r["low"]), color="red", fontsize=8, weight="bold",
+                        xytext=(4, -10), textcoords="offset points")
 
 
 def write_plots(summary_csv: str | Path, out_dir: str | Path,

@@ -33,7 +33,8 @@ def expected_jobs(config: dict, train_file: str, attack_file: str) -> list[dict]
     for c in fc.cells(config):
         cell = fc.cell_id(**c)
         attacks = [{"attack": a, "file": attack_file.format(**c, attack=a),
-                    "spec": fc.attack_spec(config, a)} for a in config["attacks"]]
+                    "spec": fc.attack_spec(config, a)} for a in fc.cell_attacks(config, **{
+                        k: c[k] for k in ("dataset", "defense", "noise")})]
         jobs.append({"cell": cell, "file": train_file.format(**c),
                      "spec": fc.train_spec(config, c["dataset"], c["defense"], c["noise"],
                                            c["seed"]), "attacks": attacks})
@@ -168,7 +169,34 @@ def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
         worst(_family(df, "evasion"), "robust_accuracy", "min", "robust acc."),
         worst(_family(df, "inversion"), "ssim", "max", "recon. SSIM"),
         worst(_family(df, "membership"), "auc", "max", "membership AUC"),
-        _long(df, "epsilon", "epsilon")])
+        _long(df, "epsilon", "epsilon"),
+        *audit_long(df)])
+
+
+def audit_long(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """The privacy audit's lower bound beside the accountant's epsilon (upper bound), and their
+    ratio; empty where no cell is audited."""
+    audit = df[df["attack_type"] == "privacy_audit"] if "attack_type" in df else df.iloc[0:0]
+    return [_long(audit, "empirical_epsilon", "audit ε (lower bound)"),
+            _long(audit, "epsilon_ratio", "audit / accounted ε")]
+
+
+def violations(df: pd.DataFrame) -> pd.DataFrame:
+    """Cells whose audited lower bound exceeds the accountant's upper bound: a bug in the DP code
+    or in its accounting (or the 5% the audit's confidence allows)."""
+    if "violation" not in df:
+        return df.iloc[0:0]
+    cols = [*CELL_COLUMNS, "attack", "empirical_epsilon", "epsilon", "epsilon_ratio"]
+    return df[df["violation"].fillna(0).astype(float) > 0][cols]
+
+
+def violation_section(df: pd.DataFrame) -> str:
+    bad = violations(df)
+    if bad.empty:
+        return ""
+    return ("**PRIVACY VIOLATION: in these cells the audit's 95% lower bound on epsilon exceeds "
+            "the accountant's epsilon. The reported epsilon cannot hold: check the defense's code "
+            "and accounting.**\n\n" + bad.to_markdown(index=False) + "\n")
 
 
 def stats_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -237,7 +265,9 @@ are bold together; with one seed nothing is bold, since no difference can be sho
 test set. ASR (attack success rate): share of correctly classified samples whose prediction the
 attack flips; transfer: share of adversarial examples crafted on one client's copy of the model that
 also fool another client's copy. Trade-off: worst case over attacks (lowest robust accuracy, highest
-SSIM and AUC). Epsilon is `–` where the defense has no formal (epsilon, delta) guarantee."""
+SSIM and AUC). Epsilon is `–` where the defense has no formal (epsilon, delta) guarantee. Audit ε:
+the one-run privacy audit's 95%-confidence lower bound (audited cells only), to read beside the
+accountant's epsilon (an upper bound); their ratio shows how tight the accounting is."""
 
 
 def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str | Path) -> dict:
@@ -248,7 +278,7 @@ def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     longs = {"fedsafe": fedsafe_long(df), "medpfl": medpfl_long(df), "tradeoff": tradeoff_long(df)}
-    paths, doc = {}, ["# Comparison\n", NOTES + "\n", missing_section(missing)]
+    paths, doc = {}, ["# Comparison\n", violation_section(df), NOTES + "\n", missing_section(missing)]
     for name, long in longs.items():
         text, best = stats_table(long)
         paths[name] = {}

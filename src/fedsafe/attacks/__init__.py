@@ -17,12 +17,17 @@ class AttackSpec:
     family: str  # evasion | inversion | membership
     threat_model: str
     options: dict[str, Option] = field(default_factory=dict)
+    needs_reference: bool = False  # reads the dataset's reference models (rules/reference.smk)
 
 
 EVASION = "white-box on the final global model; transfer between clients' received copies"
 INVERSION = ("honest-but-curious server inverts the victim's update at a checkpointed round, after "
              "the client's defense (only the aggregate under secagg)")
 MEMBERSHIP = "black-box queries to the final global model; members = clients' training samples"
+REFERENCE = (MEMBERSHIP + "; the attacker also trains reference models with the target's recipe "
+             "on population data (online: half of them on each target point)")
+AUDIT = ("one-run privacy audit: canaries inserted in audited cells, each with probability 1/2; "
+         "queries to the initial and final global models")
 
 _EPS = Option([8 / 255], float, 0.0, 1.0, many=True, doc="perturbation budgets (one row each)")
 _N = Option(500, int, 1, doc="test samples attacked")
@@ -48,9 +53,18 @@ INVERSION_OPTIONS = {
     "save_images": Option(False, bool, doc="reconstruction grids (patients' images on real data)"),
 }
 MEMBERSHIP_OPTIONS = {"n_samples": _N}
-REFERENCE_OPTIONS = {
-    **MEMBERSHIP_OPTIONS, "n_reference": Option(2, int, 1),
-    "reference_epochs": Option(None, int, 1, optional=True, doc="default rounds x local epochs"),
+_ONLINE = Option(False, bool, doc="online: reference models trained on the target points too")
+RMIA_OPTIONS = {
+    **MEMBERSHIP_OPTIONS, "online": _ONLINE,
+    "offline_a": Option(0.3, float, 0.0, 1.0, doc="offline scaling of Pr(x) (the paper's a)"),
+    "gamma": Option(1.0, float, 0.0, low_open=True, doc="likelihood-ratio threshold"),
+}
+LIRA_OPTIONS = {**MEMBERSHIP_OPTIONS, "online": _ONLINE}
+AUDIT_OPTIONS = {
+    "confidence": Option(0.95, float, 0.5, 1.0, doc="confidence level of the lower bound"),
+    "guess_fractions": Option([0.02, 0.05, 0.1, 0.2, 0.5, 1.0], float, 0.0, 1.0, low_open=True,
+                              many=True, doc="numbers of guesses tried, as shares of the canaries "
+                              "(Bonferroni-corrected)"),
 }
 
 ATTACKS: dict[str, AttackSpec] = {
@@ -63,8 +77,12 @@ ATTACKS: dict[str, AttackSpec] = {
                                       "inversion", INVERSION, INVERSION_OPTIONS),
     "mia_loss": AttackSpec("fedsafe.attacks.membership:run_mia_loss", "membership", MEMBERSHIP,
                            MEMBERSHIP_OPTIONS),
-    "mia_reference": AttackSpec("fedsafe.attacks.membership:run_mia_reference", "membership",
-                                MEMBERSHIP, REFERENCE_OPTIONS),
+    "mia_rmia": AttackSpec("fedsafe.attacks.reference:run_rmia", "membership", REFERENCE,
+                           RMIA_OPTIONS, needs_reference=True),
+    "mia_lira": AttackSpec("fedsafe.attacks.reference:run_lira", "membership", REFERENCE,
+                           LIRA_OPTIONS, needs_reference=True),
+    "privacy_audit": AttackSpec("fedsafe.attacks.audit:run_privacy_audit", "membership", AUDIT,
+                                AUDIT_OPTIONS),
 }
 
 

@@ -20,6 +20,8 @@ class AttackContext:
     train_result: dict
     device: str = "cpu"
     out_dir: Path = Path(".")  # where an attack may save extra files (reconstruction grids)
+    train_dir: Path = Path(".")  # the trained cell's files (canaries.npz of an audited cell)
+    reference_path: Path | None = None  # reference models of the dataset (RMIA, LiRA)
     defense: Defense = field(init=False)
 
     def __post_init__(self):
@@ -48,14 +50,15 @@ class AttackContext:
 
 def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
                  device: str = "cpu", out_dir: Path = Path("."), model: Path | None = None,
-                 checkpoints: Path | None = None) -> AttackContext:
+                 checkpoints: Path | None = None,
+                 reference_path: Path | None = None) -> AttackContext:
     """`model` and `checkpoints` default to the files of that name in train_dir."""
     from fedsafe.jobs import load_torch
 
     weights = load_torch(model or train_dir / "model.pt", device)
     checkpoints = load_torch(checkpoints or train_dir / "checkpoints.pt", device)
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
-                         out_dir)
+                         out_dir, Path(train_dir), reference_path)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:

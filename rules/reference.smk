@@ -1,0 +1,18 @@
+# Reference models of RMIA and LiRA: trained once per (dataset, seed) with the target's recipe and
+# reused by every cell and attack of that dataset and seed (fedsafe.attacks.reference).
+rule reference:
+    input:
+        data=rules.prepare_data.output.data,
+    output:
+        models=REFERENCE,
+    log:
+        f"{RESULTS}/logs/reference/{{dataset}}/seed_{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/reference/{{dataset}}/seed_{{seed}}.tsv"
+    conda:
+        "../envs/fedsafe.yaml"
+    threads: 2
+    params:
+        spec=lambda w: fc.reference_spec(config, w.dataset, w.seed),
+    script:
+        "../workflow/scripts/reference.py"
