@@ -173,3 +173,30 @@ def test_secret_noise_cannot_be_regenerated():
     secret_samples = sampled_sets(["dp_fedavg"], {"secret_noise": True}, 20, 0.5, 2)
     again = sampled_sets(["dp_fedavg"], {"secret_noise": True}, 20, 0.5, 2)
     assert secret_samples != again  # the client sample is secret too (P(equal) = 2^-40)
+
+
+def test_tables_show_where_and_why_the_budget_stopped(tmp_path):
+    """The summary carries `rounds_run` and `stopped`; comparison.md lists the stopped cells and
+    the trade-off table gains a `rounds run` column."""
+    import json
+
+    from test_results import fake_grid
+
+    from fedsafe import results as fr
+    from fedsafe.jobs import write_json
+
+    expected = fake_grid(tmp_path / "r", seeds=(0,))
+    for job in expected:
+        if job["spec"]["defense"] == "dp_sgd" and job["spec"]["noise"] == 0.5:
+            train = json.loads(open(job["file"]).read())
+            train.update(rounds_run=0, stopped={"before_round": 1, "reason": "budget: test"})
+            write_json(train, job["file"])
+    summary, missing = fr.summarise(expected, "abc")
+    stopped = summary.drop_duplicates(fr.CELL_COLUMNS).set_index("noise_multiplier")
+    assert stopped.loc[0.5, "stopped"] == "budget: test" and stopped.loc[0.5, "rounds_run"] == 0
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    missing.to_csv(tmp_path / "missing.csv", index=False)
+    paths = fr.write_tables(tmp_path / "summary.csv", tmp_path / "missing.csv", tmp_path / "t")
+    assert "rounds run" in paths["tradeoff"]["md"].read_text()
+    doc = (tmp_path / "t" / "comparison.md").read_text()
+    assert "Stopped by the privacy budget" in doc and "budget: test" in doc
