@@ -121,7 +121,7 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     aggregation], "aggregate": the mean update applied, "global_before": weights}}."""
     t0 = time.time()
     fed = spec["federation"]
-    client_logs = Path(out_dir) / "clients"
+    client_logs = Path(out_dir).resolve() / "clients"  # absolute: Ray workers have their own cwd
     spec = {**spec, "data_dir": str(data_dir), "device": pick_device(fed["device"]),
             "backend": fed.get("backend", "inprocess"), "client_log_dir": str(client_logs)}
     for old_log in client_logs.glob("*.jsonl"):  # a rerun starts the clients' logs afresh
