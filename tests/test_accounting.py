@@ -51,7 +51,8 @@ def test_dp_sgd_epsilon_within_1_percent_of_dp_accounting_pld(z, n, rounds):
 @pytest.mark.parametrize("q,rounds", [(1.0, 8), (0.67, 3), (0.3, 50)])
 def test_dp_fedavg_epsilon_within_1_percent_of_dp_accounting_pld(z, q, rounds):
     d = build_defense(["dp_fedavg"], z, {}, 0)
-    events = d.round_events(False, 100, {"fraction_train": q})  # central: taking part or not
+    d.set_population(10, q)
+    events = d.round_events(False, 100, {})  # central: taking part or not
     assert events == [(q, z, 1)]
     ours = epsilon(events * rounds, DELTA)
     ref = pld_reference(q, z, rounds)
@@ -200,3 +201,22 @@ def test_tables_show_where_and_why_the_budget_stopped(tmp_path):
     assert "rounds run" in paths["tradeoff"]["md"].read_text()
     doc = (tmp_path / "t" / "comparison.md").read_text()
     assert "Stopped by the privacy budget" in doc and "budget: test" in doc
+
+
+def test_a_round_with_no_sampled_client_releases_noise_and_is_accounted():
+    """Poisson sampling can sample nobody: central DP-FedAvg still adds its noise to the (zero)
+    sum and applies it, and every client pays the round, as the accountant assumes."""
+    import torch
+
+    defense = build_defense(["dp_fedavg"], 1.0, {"clip_norm": 0.1}, 0)
+    strategy = DefendedFedAvg(defense, 0, False, 0.5, n_nodes=2)
+    strategy._global = {"w": torch.zeros(1000)}
+    strategy._sizes, strategy._n_nodes = {0: 10, 1: 10}, 2
+    defense.set_population(2, 0.5)
+    strategy.ledger = Ledger([0, 1], DELTA)
+    arrays, _ = strategy.aggregate_train(1, [])
+    new = arrays.to_torch_state_dict()["w"]
+    assert new.std().item() == pytest.approx(0.1 * 1.0 / (0.5 * 2), rel=0.1)  # z C / (q n)
+    row = strategy.ledger.rounds[-1]
+    assert row["client_epsilon"][0] == row["client_epsilon"][1] == pytest.approx(
+        pld_reference(0.5, 1.0, 1), rel=0.01)

@@ -42,8 +42,8 @@ class DPFedAvg(Mechanism):
         self.sampled = None
 
     def round_events(self, participates, num_examples, federation):
-        if self.central:
-            return [(float(federation.get("fraction_train", 1.0)), self.noise, 1)]
+        if self.central:  # the sampling rate the server uses (`Defense.set_population`)
+            return [(self.fraction, self.noise, 1)]
         return [(1.0, self.noise, 1)] if participates else []
 
     def begin_round(self, info):
