@@ -55,7 +55,7 @@ def test_unknown_option_named_and_combinations_share_options():
     with pytest.raises(ValueError, match="mode"):
         build_defense(["dp_fedavg"], 1.0, {"mode": "local"}, 0, name="d")
     d = build_defense(["weight_noise", "adv_training"], 0.1, {"uplink": False, "fraction": 0.5}, 0)
-    assert d.parts[0].options == {"uplink": False, "downlink": True}
+    assert d.parts[0].options == {"uplink": False, "downlink": True, "secret_noise": False}
     assert d.parts[1].options["fraction"] == 0.5 and d.parts[1].noise == 0.0
 
 

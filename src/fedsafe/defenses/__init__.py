@@ -37,7 +37,8 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "std of Gaussian noise added to every weight in transit",
         "none: unclipped noise has unbounded sensitivity (heuristic, not DP)",
         {"uplink": Option(True, bool, doc="noise on the client's update"),
-         "downlink": Option(True, bool, doc="noise on each client's copy of the global model")}),
+         "downlink": Option(True, bool, doc="noise on each client's copy of the global model"),
+         "secret_noise": _SECRET}),
     "dp_sgd": MechanismSpec(
         "fedsafe.defenses.dp_sgd:DPSGD", True,
         "Opacus noise multiplier (noise std / per-sample clip norm)",
@@ -63,7 +64,8 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "fedsafe.defenses.gradient_noise:GradientNoise", True,
         "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
         "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)",
-        {"distribution": Option("laplace", str, choices=("laplace", "gaussian"))}),
+        {"distribution": Option("laplace", str, choices=("laplace", "gaussian")),
+         "secret_noise": _SECRET}),
     "secagg": MechanismSpec(
         "fedsafe.defenses.secagg:SecureAggregation", False, "-",
         "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
