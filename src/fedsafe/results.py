@@ -13,7 +13,7 @@ CELL_COLUMNS = ["dataset", "defense", "noise_multiplier", "seed"]
 KEYS = ["dataset", "defense", "noise_multiplier"]  # a table row: one grid point, all seeds
 # Metrics where larger is better for the defender; for every other metric smaller is better
 # (attack success, transfer, reconstruction quality, membership AUC, privacy budget epsilon).
-HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy", "mse"}
+HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy", "mse", "rounds_run"}
 TABLES = {"fedsafe": "Robustness (Fed-Safe style)", "medpfl": "Gradient inversion (MedPFL style)",
           "tradeoff": "Privacy-utility-robustness trade-off"}
 FORMATS = ("md", "tex", "html")
