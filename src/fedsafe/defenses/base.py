@@ -7,7 +7,7 @@ server observes; the server averages the updates and passes the mean through `ag
 
 Extra hooks: `begin_round` tells a client who else is in the round (secure aggregation, distributed
 DP need it); `post_training` runs an extra pass after local training (Fed-Safe's adversarial
-re-training); `round_metrics` lets a server-side mechanism report diagnostics.
+re-training).
 
 Accounting (`round_events`): a mechanism with a formal guarantee says which privacy events
 (`accounting.Event`) a client incurs in a round, from public numbers only (the client's number of
@@ -69,10 +69,6 @@ class Mechanism:
         step and returns the loss."""
         return {}
 
-    def round_metrics(self, rnd: int, sampled: int, total: int) -> dict:
-        """Server side, after aggregating round `rnd` with `sampled` of `total` clients."""
-        return {}
-
     def downlink(self, weights: Weights, rnd: int, client: int) -> Weights:
         return weights
 
@@ -114,12 +110,6 @@ class Defense(Mechanism):
         metrics: dict = {}
         for p in self.parts:
             metrics.update(p.post_training(model, x, y, step, batch_size))
-        return metrics
-
-    def round_metrics(self, rnd, sampled, total):
-        metrics: dict = {}
-        for p in self.parts:
-            metrics.update(p.round_metrics(rnd, sampled, total))
         return metrics
 
     @property

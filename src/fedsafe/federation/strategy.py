@@ -45,7 +45,6 @@ class DefendedFedAvg(FedAvg):
         self.max_client_size = max_client_size  # SecAgg+'s bound on a client's weight
         self.federation = federation or {}  # public training settings (batch size, epochs)
         self.client_metrics: dict[int, list[dict]] = {}  # round -> one dict per client
-        self.server_metrics: dict[int, dict] = {}  # round -> e.g. the server's diagnostics
         self.observed: dict[int, dict] = {}  # round -> what the server saw
         self.ledger: Ledger | None = None  # every client's epsilon (formal guarantees only)
         self.stopped: dict | None = None  # {"before_round", "reason"} if the budget ended it
@@ -137,8 +136,6 @@ class DefendedFedAvg(FedAvg):
         mean = {k: v.to(self._global[k].dtype) for k, v in mean.items()}
         mean = self.defense.aggregate(mean, server_round, len(metrics))
         self.client_metrics[server_round] = metrics
-        self.server_metrics[server_round] = self.defense.round_metrics(
-            server_round, len(metrics), self._n_nodes)
         if self.ledger is not None:
             took_part = {int(m["partition_id"]) for m in metrics}
             self.ledger.record(server_round, {c: self._events(c, c in took_part)
