@@ -220,3 +220,20 @@ def test_a_round_with_no_sampled_client_releases_noise_and_is_accounted():
     row = strategy.ledger.rounds[-1]
     assert row["client_epsilon"][0] == row["client_epsilon"][1] == pytest.approx(
         pld_reference(0.5, 1.0, 1), rel=0.01)
+
+
+@pytest.mark.parametrize("options,parts,match", [
+    ({"mode": "distributed"}, ["dp_fedavg"], "distributed needs secagg"),
+    ({"accountant": "gdp"}, ["dp_sgd"], "expected one of"),
+    ({"target_epsilon": 0.0}, ["dp_sgd"], "out of range"),
+    ({"secret_noise": "yes"}, ["dp_fedavg"], "not a boolean"),
+])
+def test_privacy_options_checked_at_parse_time(options, parts, match):
+    from conftest import base_config
+
+    from fedsafe import config as fc
+
+    cfg = base_config(defenses={"d": {"parts": parts, "noise_multipliers": [1.0],
+                                      "options": options}})
+    with pytest.raises(fc.ConfigError, match=match):
+        fc.validate(cfg)
