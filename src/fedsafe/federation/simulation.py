@@ -118,7 +118,10 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     `observed.pt` into out_dir. `observed.pt` is what the server saw in each round of
     `federation.observe_rounds` (default [1]): {round: {"clients": [partition ids],
     "num_examples": [...], "updates": [per-client update as received, or None under secure
-    aggregation], "aggregate": the mean update applied, "global_before": weights}}."""
+    aggregation], "aggregate": the mean update applied, "global_before": weights}}. In cells with a
+    formal guarantee or secure aggregation each client writes its own diagnostics to
+    `clients/<partition>.jsonl`; the result holds the privacy ledger per round (`history`) and,
+    if the privacy budget ended training early, `stopped`."""
     t0 = time.time()
     fed = spec["federation"]
     client_logs = Path(out_dir).resolve() / "clients"  # absolute: Ray workers have their own cwd
