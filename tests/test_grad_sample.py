@@ -41,6 +41,8 @@ class Mixed(nn.Module):
     """Conv layers of every kind the engine handles: strided, dilated, no bias, rectangular
     kernels, a Linear applied to a 3-d input."""
 
+    sample_independent = True  # its forward reshapes each sample on its own
+
     def __init__(self):
         super().__init__()
         self.convs = nn.Sequential(
@@ -101,3 +103,66 @@ def test_unsupported_layers_are_named(layer):
     with pytest.raises(ValueError, match=r"layer '1'.*use 'hooks'"):
         grad_sample.attach(model)
     assert "forward" not in model[0].__dict__  # nothing half-attached
+
+
+# ------------------------------------------------------------------ sample independence
+def per_sample_grads_of_first(model, x, y) -> dict:
+    torch.manual_seed(1)  # same dropout masks
+    nn.functional.cross_entropy(model(x), y).backward()
+    out = {n: p.grad_sample[0].clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad_sample = None
+    return out
+
+
+def first_sample_independent(model, seed: int = 0) -> bool:
+    """Does sample 0's gradient stay the same when the other samples of the batch change?"""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(4, 3, 16, 16, generator=g), torch.randint(0, 4, (4,), generator=g)
+    other = x.clone()
+    other[1:] = torch.rand(3, 3, 16, 16, generator=g)
+    a, b = per_sample_grads_of_first(model, x, y), per_sample_grads_of_first(model, other, y)
+    return all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_samples_gradient_ignores_the_other_samples(name):
+    """Measured defect 7: DP-SGD's sensitivity needs each sample's gradient to depend on that
+    sample only; checked per registered model, in training mode (dropout on)."""
+    torch.manual_seed(0)
+    model = grad_sample.attach(build_model(name, 3, 4, 16).train())
+    assert first_sample_independent(model)
+
+
+def test_the_independence_check_catches_batchnorm(monkeypatch):
+    """The same check fails on a model that normalises over the batch (let through on purpose)."""
+    monkeypatch.setattr(grad_sample, "SAMPLE_INDEPENDENT",
+                        (*grad_sample.SAMPLE_INDEPENDENT, nn.BatchNorm2d))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 14 * 14, 4))
+    assert not first_sample_independent(grad_sample.attach(model))
+
+
+class Mixer(nn.Module):
+    def forward(self, x):
+        return x - x.mean(0, keepdim=True)  # mixes samples, no parameters
+
+
+@pytest.mark.parametrize("layer,why", [(nn.BatchNorm2d(4, affine=False), "normalises over the batch"),
+                                       (nn.BatchNorm2d(4), "normalises over the batch"),
+                                       (Mixer(), "Mixer.*not on the allow-list")])
+def test_layers_that_may_mix_samples_are_refused_by_name(layer, why):
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), layer)
+    with pytest.raises(ValueError, match=f"layer '1'.*{why}"):
+        grad_sample.attach(model)
+    assert "forward" not in model[0].__dict__  # nothing half-attached
+
+
+def test_a_batch_gradient_is_refused():
+    """An operation that bypasses the per-sample path would leave a batch gradient: refused."""
+    model = grad_sample.attach(build_model("small_cnn", 1, 3, 16))
+    weight = next(model.parameters())
+    with pytest.raises(RuntimeError, match="batch gradient"):
+        (weight ** 2).sum().backward()  # a use of the weight outside the fused layers
+    grad_sample.detach(model)
+    (weight ** 2).sum().backward()  # detached: plain autograd again

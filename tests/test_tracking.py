@@ -91,3 +91,22 @@ def test_unreachable_tracker_does_not_fail(monkeypatch):
     assert log_job("http://127.0.0.1:9", "exp", train["cell"], "train", train["spec"], {}, {},
                    attempts=1) is None
     assert time.time() - t0 < 30
+
+
+def test_ledger_one_metric_per_client_step_round_and_budget_stop(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    train = fake_train(0)
+    for row in train["history"]:  # client 2 not sampled in round 3: it keeps its epsilon
+        r = row["round"]
+        row["client_epsilon"] = [r, r, min(r, 2) + 0.5]
+    train.update(stopped={"before_round": 4, "reason": "budget: ..."}, rounds_run=3)
+    run_id = log_train(uri, "exp", train)
+    client = MlflowClient(uri)
+    for c, want in ((0, [1, 2, 3]), (2, [1.5, 2.5, 2.5])):
+        hist = sorted(client.get_metric_history(run_id, f"client_epsilon/{c}"),
+                      key=lambda m: m.step)
+        assert [(m.step, m.value) for m in hist] == list(zip([1, 2, 3], want))
+    run = client.get_run(run_id)
+    assert run.data.metrics["stopped_before_round"] == 4 and run.data.tags["stopped"] == "budget: ..."

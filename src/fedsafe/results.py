@@ -13,7 +13,7 @@ CELL_COLUMNS = ["dataset", "defense", "noise_multiplier", "seed"]
 KEYS = ["dataset", "defense", "noise_multiplier"]  # a table row: one grid point, all seeds
 # Metrics where larger is better for the defender; for every other metric smaller is better
 # (attack success, transfer, reconstruction quality, membership AUC, privacy budget epsilon).
-HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy", "mse"}
+HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy", "mse", "rounds_run"}
 TABLES = {"fedsafe": "Robustness (Fed-Safe style)", "medpfl": "Gradient inversion (MedPFL style)",
           "tradeoff": "Privacy-utility-robustness trade-off"}
 FORMATS = ("md", "tex", "html")
@@ -61,7 +61,10 @@ def _train_row(train: dict) -> dict:
             "defense_parts": "+".join(s["parts"]), "guarantee": train["guarantee"],
             # JSON spells an infinite epsilon (noise 0) "inf": keep the column numeric
             "epsilon": _number(train.get("epsilon")), "delta": train.get("delta"),
-            "rounds": train["rounds"], "clean_accuracy": train["clean_accuracy"],
+            "rounds": train["rounds"], "rounds_run": train.get("rounds_run", train["rounds"]),
+            # why training stopped before `rounds` (the privacy budget), else empty
+            "stopped": (train.get("stopped") or {}).get("reason"),
+            "clean_accuracy": train["clean_accuracy"],
             "test_loss": train.get("test_loss"), "train_seconds": train["train_seconds"],
             "startup_seconds": train.get("startup_seconds")}
 
@@ -170,7 +173,9 @@ def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
         worst(_family(df, "inversion"), "ssim", "max", "recon. SSIM"),
         worst(_family(df, "membership"), "auc", "max", "membership AUC"),
         _long(df, "epsilon", "epsilon"),
-        *audit_long(df)])
+        *audit_long(df)] + (  # where a privacy budget cut training short
+        [_long(df, "rounds_run", "rounds run")] if df.get("stopped", pd.Series()).notna().any()
+        else []))
 
 
 def audit_long(df: pd.DataFrame) -> list[pd.DataFrame]:
@@ -278,7 +283,8 @@ def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     longs = {"fedsafe": fedsafe_long(df), "medpfl": medpfl_long(df), "tradeoff": tradeoff_long(df)}
-    paths, doc = {}, ["# Comparison\n", violation_section(df), NOTES + "\n", missing_section(missing)]
+    paths, doc = {}, ["# Comparison\n", violation_section(df), NOTES + "\n",
+                      missing_section(missing), stopped_section(df)]
     for name, long in longs.items():
         text, best = stats_table(long)
         paths[name] = {}
@@ -298,3 +304,13 @@ def missing_section(missing: pd.DataFrame) -> str:
     return ("**Incomplete: these jobs have no result for the current config** (`missing`: no "
             "file, e.g. a failed job; `stale`: written by an older config). Their cells are left "
             "out of the tables below.\n\n" + missing.to_markdown(index=False) + "\n")
+
+
+def stopped_section(df: pd.DataFrame) -> str:
+    """Cells whose privacy budget (`target_epsilon`) ended training before the last round."""
+    if "stopped" not in df or df["stopped"].isna().all():
+        return ""
+    cells = df[df["stopped"].notna()].drop_duplicates(CELL_COLUMNS)
+    return ("**Stopped by the privacy budget** (the tables show these cells after `rounds_run` "
+            "rounds):\n\n" + cells[CELL_COLUMNS + ["rounds_run", "rounds", "epsilon", "stopped"]]
+            .to_markdown(index=False) + "\n")

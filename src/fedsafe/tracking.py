@@ -160,9 +160,14 @@ def log_train(uri: str, experiment: str, result: dict, artifacts=()) -> str | No
     """Mirror a train.json to MLflow: the cell's run, with per-round step metrics; `artifacts`
     e.g. the trained model."""
     spec = result["spec"]
-    return log_job(uri, experiment, result["cell"], "train", params=spec, tags=_tags(spec),
-                   steps=result["history"], artifacts=artifacts,
-                   metrics={k: v for k, v in result.items() if k != "history"})
+    metrics = {k: v for k, v in result.items() if k not in ("history", "stopped")}
+    tags = _tags(spec)
+    if result.get("stopped"):  # the privacy budget ended training early
+        metrics["stopped_before_round"] = result["stopped"]["before_round"]
+        tags["stopped"] = result["stopped"]["reason"]
+    # per round: the ledger (`client_epsilon/<partition>`, every client) and the diagnostics
+    return log_job(uri, experiment, result["cell"], "train", params=spec, tags=tags,
+                   steps=result["history"], artifacts=artifacts, metrics=metrics)
 
 
 def log_attack(uri: str, experiment: str, result: dict, train_spec: dict,

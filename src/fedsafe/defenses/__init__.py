@@ -22,6 +22,13 @@ class MechanismSpec:
 
 _DELTA = Option(1e-5, float, 0.0, 1.0, low_open=True, doc="delta of (epsilon, delta)-DP")
 _CLIP = Option(1.0, float, 0.0, low_open=True, doc="L2 clipping norm")
+_ACCOUNTANT = Option("pld", str, choices=("pld", "rdp", "prv"),
+                     doc="pld: dp_accounting's privacy loss distributions (tightest); rdp, prv: "
+                         "Opacus's analyses")
+_TARGET = Option(None, float, 0.0, low_open=True, optional=True,
+                 doc="privacy budget: training stops before a round would exceed it")
+_SECRET = Option(False, bool, doc="draw the privacy noise and sampling from OS entropy (nobody "
+                                  "can regenerate it); false: from the config seed (simulation)")
 
 MECHANISMS: dict[str, MechanismSpec] = {
     "none": MechanismSpec("fedsafe.defenses.base:Mechanism", False, "-", "none: no defense"),
@@ -30,28 +37,35 @@ MECHANISMS: dict[str, MechanismSpec] = {
         "std of Gaussian noise added to every weight in transit",
         "none: unclipped noise has unbounded sensitivity (heuristic, not DP)",
         {"uplink": Option(True, bool, doc="noise on the client's update"),
-         "downlink": Option(True, bool, doc="noise on each client's copy of the global model")}),
+         "downlink": Option(True, bool, doc="noise on each client's copy of the global model"),
+         "secret_noise": _SECRET}),
     "dp_sgd": MechanismSpec(
         "fedsafe.defenses.dp_sgd:DPSGD", True,
         "Opacus noise multiplier (noise std / per-sample clip norm)",
-        "sample-level (epsilon, delta)-DP per client, RDP accountant",
+        "sample-level (epsilon, delta)-DP per client (add/remove one example of that client, "
+        "Poisson-sampled batches); the cell reports the max over all clients",
         {"clip_norm": _CLIP, "delta": _DELTA,
          "poisson_sampling": Option(True, bool, doc="Poisson-sampled batches (the accountant's "
-                                                    "assumption)"),
-         "accountant": Option("rdp", str, choices=("rdp", "prv")),
+                                                    "assumption); false: no epsilon is reported"),
+         "accountant": _ACCOUNTANT, "target_epsilon": _TARGET, "secret_noise": _SECRET,
          "grad_sample_mode": Option("fused", str, choices=("fused", "hooks", "ew", "functorch"),
                                     doc="how per-sample gradients are computed")}),
     "dp_fedavg": MechanismSpec(
         "fedsafe.defenses.dp_fedavg:DPFedAvg", True,
         "noise multiplier z: std of the noise on the sum of clipped updates = z * clip_norm",
-        "client-level (epsilon, delta)-DP, RDP accountant of the sampled Gaussian mechanism",
+        "client-level (epsilon, delta)-DP (add/remove one client); central: Poisson-sampled "
+        "clients, against anyone who sees the models; distributed (with secagg): against the "
+        "server, no sampling amplification",
         {"clip_norm": _CLIP, "delta": _DELTA,
-         "mode": Option("central", str, choices=("central", "distributed"))}),
+         "mode": Option("central", str, choices=("central", "distributed"),
+                        doc="distributed needs secagg as the defense's last part"),
+         "accountant": _ACCOUNTANT, "target_epsilon": _TARGET, "secret_noise": _SECRET}),
     "gradient_noise": MechanismSpec(
         "fedsafe.defenses.gradient_noise:GradientNoise", True,
         "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
         "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)",
-        {"distribution": Option("laplace", str, choices=("laplace", "gaussian"))}),
+        {"distribution": Option("laplace", str, choices=("laplace", "gaussian")),
+         "secret_noise": _SECRET}),
     "secagg": MechanismSpec(
         "fedsafe.defenses.secagg:SecureAggregation", False, "-",
         "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
@@ -87,6 +101,14 @@ def check_options(defense: str, parts: list[str], options: dict) -> None:
     if "secagg" in parts and parts[-1] != "secagg":
         raise ValueError(f"defenses.{defense}.parts: secagg must be the last part (it masks "
                          "what the other parts send)")
+    formal = [p for p in parts if MECHANISMS[p].guarantee.startswith(("sample", "client"))]
+    if len(formal) > 1:
+        raise ValueError(f"defenses.{defense}.parts: {formal} give guarantees of different kinds "
+                         "that one accountant cannot compose; use one of them")
+    if "dp_fedavg" in parts and options.get("mode") == "distributed" and "secagg" not in parts:
+        raise ValueError(f"defenses.{defense}: dp_fedavg mode distributed needs secagg as the "
+                         "last part: without it the server sees each update with only 1/sqrt(k) "
+                         "of the noise")
     if {"dp_sgd", "adv_training"} <= set(parts):
         raise ValueError(f"defenses.{defense}.parts: dp_sgd with adv_training is not supported "
                          "(PGD passes would bypass the DP-SGD accountant)")

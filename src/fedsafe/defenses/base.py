@@ -7,15 +7,22 @@ server observes; the server averages the updates and passes the mean through `ag
 
 Extra hooks: `begin_round` tells a client who else is in the round (secure aggregation, distributed
 DP need it); `post_training` runs an extra pass after local training (Fed-Safe's adversarial
-re-training); `round_metrics` lets a server-side mechanism report its accountant (epsilon).
+re-training).
+
+Accounting (`round_events`): a mechanism with a formal guarantee says which privacy events
+(`accounting.Event`) a client incurs in a round, from public numbers only (the client's number of
+examples, the federation's settings); the server's `accounting.Ledger` composes them. Its client
+sampling (`poisson_clients`) is the one its accountant assumes.
 """
 
+import secrets
 from importlib import import_module
 
 import torch
 
 from fedsafe.defenses import MECHANISMS, check_options
 from fedsafe.options import defaults as option_defaults
+from fedsafe.seeding import torch_generator
 
 Weights = dict[str, torch.Tensor]
 
@@ -27,12 +34,30 @@ class Mechanism:
     guarantee_kind: str | None = None  # set by mechanisms with a formal (epsilon, delta) guarantee
     secure = False  # True: clients send masked updates, the server can only sum them
     unweighted = False  # True: the sensitivity analysis needs the plain mean of updates
+    poisson_clients = False  # True: the server samples each client independently (Poisson)
 
     def __init__(self, noise: float = 0.0, options: dict | None = None, seed: int = 0):
         defaults = option_defaults(MECHANISMS[self.NAME].options)
         # a combined defense shares one options dict: keep only this part's keys
         given = {k: v for k, v in (options or {}).items() if k in defaults}
         self.noise, self.options, self.seed = float(noise), {**defaults, **given}, seed
+
+    @property
+    def guarantee(self) -> str:
+        return MECHANISMS[self.NAME].guarantee
+
+    def round_events(self, participates: bool, num_examples: int, federation: dict) -> list | None:
+        """Server side, before a round: the privacy events (q, z, count) one client incurs in it,
+        whether it takes part or not; None: no formal guarantee."""
+        return None
+
+    def generator(self, *keys, device: str = "cpu") -> torch.Generator:
+        """The noise source: seeded by (config seed, keys), reproducible, a simulation shortcut;
+        with the option `secret_noise`, seeded from the OS entropy pool, so nobody (the server
+        included) can regenerate it."""
+        if self.options.get("secret_noise"):
+            return torch.Generator(device=device).manual_seed(secrets.randbits(63))
+        return torch_generator(self.seed, *keys, device=device)
 
     def begin_round(self, info: dict) -> None:
         """Client side, before training: {"node", "peers", "sampled", "num_examples",
@@ -42,10 +67,6 @@ class Mechanism:
                       batch_size: int) -> dict:
         """After local training on the client's data (x, y); `step(xb, yb)` takes one optimiser
         step and returns the loss."""
-        return {}
-
-    def round_metrics(self, rnd: int, sampled: int, total: int) -> dict:
-        """Server side, after aggregating round `rnd` with `sampled` of `total` clients."""
         return {}
 
     def downlink(self, weights: Weights, rnd: int, client: int) -> Weights:
@@ -91,11 +112,29 @@ class Defense(Mechanism):
             metrics.update(p.post_training(model, x, y, step, batch_size))
         return metrics
 
-    def round_metrics(self, rnd, sampled, total):
-        metrics: dict = {}
+    @property
+    def formal(self) -> Mechanism | None:
+        """The part with a formal (epsilon, delta) guarantee, if any (at most one: checked)."""
+        return next((p for p in self.parts if p.guarantee_kind), None)
+
+    @property
+    def private(self) -> bool:
+        """Replies must carry nothing computed from private data in the clear."""
+        return self.secure or self.formal is not None
+
+    @property
+    def poisson_clients(self) -> bool:
+        return any(p.poisson_clients for p in self.parts)
+
+    def round_events(self, participates, num_examples, federation):
+        formal = self.formal
+        return formal.round_events(participates, num_examples, federation) if formal else None
+
+    def set_population(self, n: int, fraction: float) -> None:
+        """Server side: clients in the federation and the sampling rate (DP-FedAvg divides by
+        the expected count n * fraction)."""
         for p in self.parts:
-            metrics.update(p.round_metrics(rnd, sampled, total))
-        return metrics
+            p.population, p.fraction = n, fraction
 
     def downlink(self, weights, rnd, client):
         for p in self.parts:
@@ -131,10 +170,10 @@ class Defense(Mechanism):
     @property
     def guarantee(self) -> str:
         """The formal guarantee of the combination: the formal parts', else 'none' with reasons."""
-        formal = [MECHANISMS[n].guarantee for n, p in zip(self.names, self.parts) if p.guarantee_kind]
+        formal = [p.guarantee for p in self.parts if p.guarantee_kind]
         if formal:
             return "; ".join(formal)
-        return "; ".join(MECHANISMS[n].guarantee for n in self.names)
+        return "; ".join(p.guarantee for p in self.parts)
 
 
 def _load(name: str) -> type[Mechanism]:

@@ -1,16 +1,23 @@
 """Client-level DP-FedAvg (McMahan et al. 2018): each client clips its update to L2 norm
-`clip_norm` C; Gaussian noise of std z * C is added to the sum of the updates, so the plain mean
-gets std z * C / k (k = clients this round), the formula of Flower's DP wrappers.
+`clip_norm` C; Gaussian noise of std z * C is added to the sum of the updates, and the noisy sum
+is divided by the expected number of clients q * n (not the realised one: the sensitivity of the
+estimate must not depend on who was sampled).
 
-mode "central": the server adds the noise to the mean (trusted server).
-mode "distributed": each client adds std z * C / sqrt(k) to its clipped update, so the k noises
-sum to std z * C; combined with `secagg` the server never sees a less-noised update.
+Sampling: the server includes every client independently with probability q = fraction_train
+(Poisson sampling, `poisson_clients`), the sampling the accountant assumes; a round may have any
+number of clients, none included (then it releases noise only).
 
-Epsilon: RDP accountant of the sampled Gaussian mechanism (Opacus's analysis), sampling rate
-q = k / n, composed over the rounds run so far, add/remove-one-client adjacency with k public.
-Honest caveats: the strategy samples exactly k clients without replacement while the accountant
-assumes Poisson sampling with rate q (the usual approximation); with fraction_train 1, q = 1 and
-there is no amplification at all, epsilon is that of T plain Gaussian mechanisms.
+mode "central": the server adds the noise to the sum (a trusted server). Epsilon: every round is
+one Poisson-sampled Gaussian mechanism (rate q, noise multiplier z) for every client, taking part
+or not, add/remove-one-client relation; exact for what anyone who sees the models observes.
+mode "distributed" (needs `secagg` as the last part; checked at parse time): each of the k sampled
+clients adds std z * C / sqrt(k) to its clipped update, so the k noises sum to std z * C and the
+server, which only learns the sum, sees that noise. The server knows who was sampled, so there is
+no amplification against it: a round is one Gaussian mechanism (noise multiplier z) for each
+client that took part, none for the others; honest clients assumed (each adds its share).
+Rounds with fewer than two sampled clients are skipped (SecAgg+ needs two); the server knows the
+sample anyway, so the skip reveals nothing about the data.
+
 The mean is unweighted (`unweighted`): weighting by sample counts would change the sensitivity.
 Flower's DP strategy wrappers are not used: they draw unseeded numpy noise (breaking same seed ->
 same model) and expect full weights in replies, while our clients send updates.
@@ -19,30 +26,25 @@ same model) and expect full weights in replies, while our clients send updates.
 import math
 
 from fedsafe.defenses.base import Mechanism, add_gaussian, float_keys, l2_norm
-from fedsafe.seeding import torch_generator
-
-ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [128, 256, 512]
-
-
-def rdp_epsilon(q: float, noise_multiplier: float, steps: int, delta: float) -> float:
-    """Epsilon after `steps` compositions of the Poisson-sampled Gaussian mechanism."""
-    if noise_multiplier == 0:
-        return math.inf
-    from opacus.accountants.analysis import rdp
-
-    r = rdp.compute_rdp(q=q, noise_multiplier=noise_multiplier, steps=steps, orders=ORDERS)
-    return float(rdp.get_privacy_spent(orders=ORDERS, rdp=r, delta=delta)[0])
 
 
 class DPFedAvg(Mechanism):
     NAME = "dp_fedavg"
     guarantee_kind = "client-level"
     unweighted = True
+    poisson_clients = True
+    population, fraction = 1, 1.0  # set by the server (`Defense.set_population`)
 
     def __init__(self, noise=0.0, options=None, seed=0):
         super().__init__(noise, options, seed)
         self.clip, self.delta = float(self.options["clip_norm"]), float(self.options["delta"])
+        self.central = self.options["mode"] == "central"
         self.sampled = None
+
+    def round_events(self, participates, num_examples, federation):
+        if self.central:  # the sampling rate the server uses (`Defense.set_population`)
+            return [(self.fraction, self.noise, 1)]
+        return [(1.0, self.noise, 1)] if participates else []
 
     def begin_round(self, info):
         self.sampled = info.get("sampled")
@@ -50,19 +52,19 @@ class DPFedAvg(Mechanism):
     def uplink(self, update, rnd, client):
         scale = min(1.0, self.clip / max(l2_norm(update), 1e-12))
         update = {k: v * scale if k in float_keys(update) else v for k, v in update.items()}
-        if self.options["mode"] != "distributed":
+        if self.central:
             return update
         if not self.sampled:
             raise RuntimeError("dp_fedavg distributed: the client must know how many clients "
                                "share the round (begin_round info 'sampled')")
         std = self.noise * self.clip / math.sqrt(self.sampled)
-        return add_gaussian(update, std, torch_generator(self.seed, "dp_fedavg", rnd, client))
+        return add_gaussian(update, std, self.generator("dp_fedavg", rnd, client))
 
     def aggregate(self, mean_update, rnd, n_clients):
-        if self.options["mode"] != "central":
-            return mean_update
-        std = self.noise * self.clip / n_clients
-        return add_gaussian(mean_update, std, torch_generator(self.seed, "dp_fedavg_server", rnd))
-
-    def round_metrics(self, rnd, sampled, total):
-        return {"epsilon": rdp_epsilon(sampled / total, self.noise, rnd, self.delta)}
+        """`mean_update`: the plain mean of the `n_clients` clipped (noised) updates; returns
+        (sum + central noise) / expected count."""
+        total = {k: v * n_clients for k, v in mean_update.items()}
+        if self.central:
+            total = add_gaussian(total, self.noise * self.clip,
+                                 self.generator("dp_fedavg_server", rnd))
+        return {k: v / (self.fraction * self.population) for k, v in total.items()}

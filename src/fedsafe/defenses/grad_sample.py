@@ -12,6 +12,15 @@ the default cell (bench/bench_dpsgd.py).
 Per-sample gradients are of each sample's own loss (the batch-mean loss's gradient times the
 batch size), as Opacus's hooks give with loss_reduction="mean". Layers: Conv2d (groups 1, zero
 padding), Linear, GroupNorm; any other layer with trainable parameters is refused.
+
+Sample independence: DP-SGD's sensitivity bound holds only if one sample's gradient does not
+depend on the other samples of the batch. A parameter-free layer can break that silently (BatchNorm
+with affine=False normalises over the batch), so every module must be on an allow-list: the layers
+above, element-wise or per-sample layers (activations, pooling, dropout, flatten, containers) and
+the project's reviewed model blocks; a module class whose forward its author has checked can say
+so with `sample_independent = True`. Anything else, any BatchNorm included, is refused by name. A
+hook on every parameter raises if autograd ever accumulates a batch gradient (`p.grad`), which
+would mean some operation bypassed the per-sample path.
 """
 
 import math
@@ -177,12 +186,46 @@ def _forward_for(module: nn.Module):
     return {nn.Linear: _linear, nn.GroupNorm: _group_norm}.get(kind)
 
 
+# Parameter-free modules that act on each sample alone (element-wise, or within one sample).
+SAMPLE_INDEPENDENT = (
+    nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Flatten, nn.Unflatten,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus,
+    nn.Hardtanh, nn.Mish, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Dropout, nn.Dropout2d)
+# The project's own blocks (fedsafe.models), reviewed: their forward mixes nothing across samples.
+REVIEWED = {"fedsafe.models.Normalize", "fedsafe.models._BasicBlock"}
+
+
+def _check_sample_independent(name: str, module: nn.Module) -> None:
+    kind = type(module)
+    if (kind in SAMPLE_INDEPENDENT or f"{kind.__module__}.{kind.__qualname__}" in REVIEWED
+            or getattr(module, "sample_independent", False) or _forward_for(module) is not None):
+        return
+    why = ("normalises over the batch, so one sample's gradient depends on the others"
+           if isinstance(module, nn.modules.batchnorm._NormBase) else
+           "is not on the allow-list of layers known to keep samples independent; if its forward "
+           "mixes nothing across the batch, mark its class `sample_independent = True`")
+    raise ValueError(f"dp_sgd grad_sample_mode 'fused': layer {name or 'model'!r} "
+                     f"({kind.__name__}) {why}")
+
+
+def _no_batch_gradient(name: str):
+    def hook(p):
+        if p.grad is None:  # autograd visited the parameter but accumulated nothing
+            return
+        raise RuntimeError(f"dp_sgd fused engine: a batch gradient reached parameter {name!r}: "
+                           "some operation bypassed the per-sample path")
+    return hook
+
+
 def attach(model: nn.Module) -> nn.Module:
     """Make `model`'s layers write per-sample gradients to `p.grad_sample` (in place; returns
-    `model`). Raises ValueError naming the first layer with trainable parameters it cannot do."""
+    `model`). Raises ValueError naming the first layer it cannot do or that may mix samples."""
     plan = []
     for name, module in model.named_modules():
-        if not any(p.requires_grad for p in module.parameters(recurse=False)):
+        if not any(p.requires_grad for p in module.parameters(recurse=False)) or isinstance(
+                module, nn.modules.batchnorm._NormBase):
+            _check_sample_independent(name, module)
             continue
         forward = _forward_for(module)
         if forward is None:
@@ -191,14 +234,18 @@ def attach(model: nn.Module) -> nn.Module:
         plan.append((module, forward))
     for module, forward in plan:
         module.forward = forward.__get__(module)
+    model._fused_hooks = [p.register_post_accumulate_grad_hook(_no_batch_gradient(n))
+                          for n, p in model.named_parameters() if p.requires_grad]
     return model
 
 
 def detach(model: nn.Module) -> nn.Module:
-    """Undo `attach`: the layers' own forward again."""
+    """Undo `attach`: the layers' own forward again, no batch-gradient guard."""
     for module in model.modules():
         if getattr(module.__dict__.get("forward"), "__func__", None) in _FORWARDS:
             del module.forward
+    for handle in model.__dict__.pop("_fused_hooks", []):
+        handle.remove()
     return model
 
 

@@ -9,7 +9,6 @@ bounded sensitivity, hence no formal guarantee.
 import torch
 
 from fedsafe.defenses.base import Mechanism
-from fedsafe.seeding import torch_generator
 
 
 class GradientNoise(Mechanism):
@@ -18,7 +17,7 @@ class GradientNoise(Mechanism):
     def uplink(self, update, rnd, client):
         if self.noise == 0:
             return update
-        g = torch_generator(self.seed, "gradient_noise", rnd, client)
+        g = self.generator("gradient_noise", rnd, client)
         out = {}
         for k, v in update.items():
             if not v.is_floating_point():

@@ -6,7 +6,6 @@ model. No clipping and no accountant, so there is no formal privacy guarantee.
 """
 
 from fedsafe.defenses.base import Mechanism, add_gaussian
-from fedsafe.seeding import torch_generator
 
 
 class WeightNoise(Mechanism):
@@ -15,9 +14,9 @@ class WeightNoise(Mechanism):
     def downlink(self, weights, rnd, client):
         if not self.options["downlink"]:
             return weights
-        return add_gaussian(weights, self.noise, torch_generator(self.seed, "downlink", rnd, client))
+        return add_gaussian(weights, self.noise, self.generator("downlink", rnd, client))
 
     def uplink(self, update, rnd, client):
         if not self.options["uplink"]:
             return update
-        return add_gaussian(update, self.noise, torch_generator(self.seed, "uplink", rnd, client))
+        return add_gaussian(update, self.noise, self.generator("uplink", rnd, client))

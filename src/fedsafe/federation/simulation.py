@@ -9,7 +9,6 @@ data file themselves, so nothing large is pickled to the simulation workers.
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -75,6 +74,9 @@ def _client_app(spec: dict) -> ClientApp:
                                       defense, spec["seed"], rnd, client, state, spec["device"],
                                       round_info=info)
         context.state["fedsafe"] = ConfigRecord({"json": json.dumps(state)})
+        if defense.private:  # the client keeps what it computed from its data (train loss)
+            _client_log(spec, client, {"round": rnd, **metrics})
+            metrics = {"num_examples": len(y)}  # public (README)
         metrics["partition_id"] = client
         if secure:
             return secagg_train_reply(update, len(y) if weighted else 1, metrics, msg)
@@ -82,12 +84,33 @@ def _client_app(spec: dict) -> ClientApp:
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
-        """Tells the server which partition this node holds (node ids are random per run)."""
+        """Tells the server which partition this node holds (node ids are random per run) and
+        its number of examples (public: the privacy accounting uses it)."""
         client = int(context.node_config["partition-id"])
-        return Message(RecordDict({"metrics": MetricRecord({"partition_id": client})}),
-                       reply_to=msg)
+        size = len(_data(spec["data_dir"]).clients[client][1])
+        return Message(RecordDict({"metrics": MetricRecord(
+            {"partition_id": client, "num_examples": size})}), reply_to=msg)
 
     return app
+
+
+def _client_log(spec: dict, client: int, metrics: dict) -> None:
+    """A client's own diagnostics, in its own file (`clients/<id>.jsonl` in the cell folder);
+    under a formal guarantee or secure aggregation they never reach the server."""
+    path = Path(spec["client_log_dir"]) / f"{client}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _client_logs(folder: Path) -> dict[int, dict[int, dict]]:
+    """{round: {client: its logged metrics}} from the clients' own files."""
+    out: dict[int, dict[int, dict]] = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            out.setdefault(row["round"], {})[int(path.stem)] = row
+    return out
 
 
 def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0) -> dict:
@@ -95,11 +118,17 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     `observed.pt` into out_dir. `observed.pt` is what the server saw in each round of
     `federation.observe_rounds` (default [1]): {round: {"clients": [partition ids],
     "num_examples": [...], "updates": [per-client update as received, or None under secure
-    aggregation], "aggregate": the mean update applied, "global_before": weights}}."""
+    aggregation], "aggregate": the mean update applied, "global_before": weights}}. In cells with a
+    formal guarantee or secure aggregation each client writes its own diagnostics to
+    `clients/<partition>.jsonl`; the result holds the privacy ledger per round (`history`) and,
+    if the privacy budget ended training early, `stopped`."""
     t0 = time.time()
     fed = spec["federation"]
+    client_logs = Path(out_dir).resolve() / "clients"  # absolute: Ray workers have their own cwd
     spec = {**spec, "data_dir": str(data_dir), "device": pick_device(fed["device"]),
-            "backend": fed.get("backend", "inprocess")}
+            "backend": fed.get("backend", "inprocess"), "client_log_dir": str(client_logs)}
+    for old_log in client_logs.glob("*.jsonl"):  # a rerun starts the clients' logs afresh
+        old_log.unlink()
     data = _data(str(data_dir))
     # Flower resets its logger on import; our per-round lines are the progress report.
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -109,27 +138,31 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     observe = [r for r in fed.get("observe_rounds", [1]) if 1 <= r <= fed["rounds"]]
     strategy = DefendedFedAvg(defense, spec["seed"], fed["aggregation"] == "weighted",
                               fed["fraction_train"], observe, len(data.clients),
-                              max(len(y) for _, y in data.clients))
+                              max(len(y) for _, y in data.clients), fed)
     history: list[dict] = []
     checkpoints: dict[int, dict] = {}
     start_time = {"first_round": None}
 
     def central_eval(rnd: int, arrays: ArrayRecord) -> MetricRecord:
         weights = arrays.to_torch_state_dict()
+        checkpoints["last"] = weights
         if rnd in fed["checkpoint_rounds"] or rnd == fed["rounds"]:
             checkpoints[rnd] = weights
         model.load_state_dict(weights)
         res = evaluate(model, *data.test, device=spec["device"])
         if rnd == 0:
-            start_time["first_round"] = time.time() - t0
+            start_time["first_round"], start_time["initial"] = time.time() - t0, res
             return MetricRecord(res)
         clients = strategy.client_metrics[rnd]
-        eps = [c["epsilon"] for c in clients if "epsilon" in c]
-        server_eps = strategy.server_metrics[rnd].get("epsilon")  # client-level DP
+        ledger = strategy.ledger.rounds[-1] if strategy.ledger else None
         row = {"round": rnd, "test_accuracy": res["accuracy"], "test_loss": res["loss"],
-               "client_train_loss": [c["train_loss"] for c in clients],
-               "epsilon": server_eps if server_eps is not None else max(eps) if eps else None,
-               "client_epsilon": eps or None, "seconds": time.time() - t0}
+               "clients": [int(c["partition_id"]) for c in clients],
+               "client_train_loss": [c["train_loss"] for c in clients if "train_loss" in c],
+               # every client's epsilon so far, indexed by partition id (sampled or not)
+               "epsilon": ledger["epsilon"] if ledger else None,
+               "client_epsilon": [ledger["client_epsilon"][c] for c in sorted(
+                   ledger["client_epsilon"])] if ledger else None,
+               "seconds": time.time() - t0}
         history.append(row)
         log.info("round %d/%d  test acc %.3f  loss %.3f%s", rnd, fed["rounds"], res["accuracy"],
                  res["loss"], f"  eps {row['epsilon']:.2f}" if row["epsilon"] is not None else "")
@@ -147,22 +180,34 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     else:
         torch.set_num_threads(max(cpus, 1))
         run_in_process(server, _client_app(spec), len(data.clients), spec["seed"])
-    if len(history) != fed["rounds"]:
+    if len(history) != fed["rounds"] and strategy.stopped is None:
         raise RuntimeError(f"federation stopped after {len(history)} of {fed['rounds']} rounds")
+    own = _client_logs(client_logs)
+    for row in history:  # diagnostics the clients logged themselves (private cells)
+        if row["round"] in own:
+            row["client_train_loss"] = [own[row["round"]][c].get("train_loss")
+                                        for c in sorted(own[row["round"]])]
 
-    final = history[-1]
-    eps = final["epsilon"]
+    # stopped before round 1 by the budget: the initial model, nothing spent
+    final = history[-1] if history else {"test_accuracy": start_time["initial"]["accuracy"],
+                                         "test_loss": start_time["initial"]["loss"],
+                                         "epsilon": 0.0 if strategy.ledger else None}
+    formal = defense.formal
     result = {
         "clean_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-        "epsilon": eps if eps is not None and math.isfinite(eps) else eps,
-        "delta": float(spec["options"].get("delta", 1e-5)) if eps is not None else None,
-        "guarantee": defense.guarantee, "rounds": fed["rounds"],
+        "epsilon": final["epsilon"],
+        "delta": float(formal.options["delta"]) if strategy.ledger else None,
+        "accountant": formal.options["accountant"] if strategy.ledger else None,
+        "target_epsilon": formal.options["target_epsilon"] if strategy.ledger else None,
+        "guarantee": defense.guarantee, "rounds": fed["rounds"], "rounds_run": len(history),
+        "stopped": strategy.stopped,
         "train_seconds": time.time() - t0, "startup_seconds": start_time["first_round"],
         "device": spec["device"], "history": history,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    last = checkpoints.pop("last")
     _save_torch(checkpoints, out_dir / "checkpoints.pt")
-    _save_torch(checkpoints[fed["rounds"]], out_dir / "model.pt")
+    _save_torch(last, out_dir / "model.pt")
     _save_torch(strategy.observed, out_dir / "observed.pt")
     return result
 

@@ -9,16 +9,24 @@ round instead (`secagg.py`); everything after the mean update is shared (`_finis
 The strategy also keeps what an honest-but-curious server observes in the rounds listed in
 `observe_rounds` (per-client updates as received, the aggregate, the global model before the
 round); under secure aggregation it never has individual updates, so those are None.
+
+Privacy: where the defense has a formal guarantee, the strategy keeps the `Ledger` of every
+client's epsilon (from public numbers: each client's number of examples, sent once at start, and
+the training settings), samples clients as the accountant assumes (`Defense.poisson_clients`) and,
+with a `target_epsilon`, runs only clients that stay within it and stops the training before a
+round that would exceed it for everyone (`stopped`).
 """
 
+import secrets
 import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedsafe.config import clients_per_round
+from fedsafe.defenses.accounting import Ledger
 from fedsafe.defenses.base import Defense
 from fedsafe.federation.secagg import secaggplus_mean
 from fedsafe.seeding import derive_seed
@@ -26,7 +34,8 @@ from fedsafe.seeding import derive_seed
 
 class DefendedFedAvg(FedAvg):
     def __init__(self, defense: Defense, seed: int, weighted: bool, fraction_train: float,
-                 observe_rounds=(), n_nodes: int = 1, max_client_size: int = 1):
+                 observe_rounds=(), n_nodes: int = 1, max_client_size: int = 1,
+                 federation: dict | None = None):
         super().__init__(fraction_train=fraction_train, fraction_evaluate=0.0,
                          min_train_nodes=1, min_available_nodes=1)
         self.defense, self.seed = defense, seed
@@ -34,24 +43,60 @@ class DefendedFedAvg(FedAvg):
         self.weighted = weighted and not defense.unweighted
         self.observe_rounds, self.n_nodes = set(observe_rounds), n_nodes
         self.max_client_size = max_client_size  # SecAgg+'s bound on a client's weight
+        self.federation = federation or {}  # public training settings (batch size, epochs)
         self.client_metrics: dict[int, list[dict]] = {}  # round -> one dict per client
-        self.server_metrics: dict[int, dict] = {}  # round -> e.g. the server's epsilon
         self.observed: dict[int, dict] = {}  # round -> what the server saw
+        self.ledger: Ledger | None = None  # every client's epsilon (formal guarantees only)
+        self.stopped: dict | None = None  # {"before_round", "reason"} if the budget ended it
 
-    def sample(self, server_round: int, grid) -> tuple[list[int], dict]:
-        """Seeded choice of this round's nodes, and the config every chosen client gets."""
-        nodes = sorted(grid.get_node_ids(), key=self._partition.__getitem__)
-        self._n_nodes = len(nodes)
-        k = clients_per_round(len(nodes), self.fraction_train)
-        rng = np.random.default_rng(derive_seed(self.seed, "sample", server_round))
-        # choose indices, not ids: node ids are uint64 and numpy would turn them into floats
-        chosen = [nodes[i] for i in sorted(rng.choice(len(nodes), size=k, replace=False))]
+    def _events(self, client: int, participates: bool) -> list:
+        return self.defense.round_events(participates, self._sizes[client], self.federation)
+
+    def eligible(self, server_round: int) -> list[int] | None:
+        """Partitions that may take part in this round without exceeding the privacy budget;
+        None (and `stopped` set) if the round must not run."""
+        clients = sorted(self._sizes)
+        if self.ledger is None or self.ledger.target is None:
+            return clients
+        target = self.ledger.target
+        for c in clients:  # events every client incurs, taking part or not (DP-FedAvg central)
+            if not self.ledger.within_budget(c, self._events(c, False)):
+                self.stopped = {"before_round": server_round, "reason": (
+                    f"budget: round {server_round} would take client {c} to epsilon "
+                    f"{self.ledger.epsilon_of(c, self._events(c, False)):.3g} > target {target}")}
+                return None
+        ok = [c for c in clients if self.ledger.within_budget(c, self._events(c, True))]
+        if not ok:
+            self.stopped = {"before_round": server_round, "reason": (
+                f"budget: every client would exceed target epsilon {target} in round "
+                f"{server_round}")}
+            return None
+        return ok
+
+    def sample(self, server_round: int, grid, eligible: list[int]) -> tuple[list[int], dict]:
+        """Seeded choice of this round's nodes among the eligible partitions, and the config
+        every chosen client gets. Poisson sampling (each client with probability fraction_train)
+        where the defense's accountant assumes it, else exactly k clients."""
+        by_partition = {self._partition[n]: n for n in grid.get_node_ids()}
+        nodes = [by_partition[c] for c in eligible]
+        self._n_nodes = len(by_partition)
+        formal = self.defense.formal
+        if formal is not None and formal.options.get("secret_noise"):
+            rng = np.random.default_rng(secrets.randbits(128))  # the sample is secret too
+        else:
+            rng = np.random.default_rng(derive_seed(self.seed, "sample", server_round))
+        if self.defense.poisson_clients:
+            chosen = [n for n in nodes if rng.random() < self.fraction_train]
+        else:
+            k = min(len(nodes), clients_per_round(self._n_nodes, self.fraction_train))
+            # choose indices, not ids: node ids are uint64 and numpy would turn them into floats
+            chosen = [nodes[i] for i in sorted(rng.choice(len(nodes), size=k, replace=False))]
         config = {"server-round": server_round, "fedsafe-weighted": self.weighted,
                   "fedsafe-peers": ",".join(str(n) for n in chosen)}  # strings: uint64 ids
         return chosen, config
 
     def configure_train(self, server_round, arrays, config, grid):
-        chosen, extra = self.sample(server_round, grid)
+        chosen, extra = self._round_plan
         config.update(extra)
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, chosen, "train")
@@ -64,6 +109,8 @@ class DefendedFedAvg(FedAvg):
         contents = sorted((m.content for m in valid), key=lambda c: c["metrics"]["partition_id"])
         received = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
         metrics = [dict(c["metrics"]) for c in contents]
+        if not received:  # nobody sampled (Poisson): a zero mean, the defense may add noise
+            return self._finish_round(server_round, self._zero(), [], [])
         sizes = np.array([m["num_examples"] for m in metrics], dtype=float)
         w = sizes / sizes.sum() if self.weighted else np.full(len(sizes), 1 / len(sizes))
         mean = {k: sum(wi * u[k].double() for wi, u in zip(w, received)) for k in received[0]}
@@ -71,7 +118,9 @@ class DefendedFedAvg(FedAvg):
 
     def secure_round(self, server_round: int, grid) -> ArrayRecord:
         """A round under Flower's SecAgg+: the server only ever holds the mean update."""
-        chosen, config = self.sample(server_round, grid)
+        chosen, config = self._round_plan
+        if len(chosen) < 2:  # SecAgg+ needs two clients; the server knows the sample anyway
+            return self._finish_round(server_round, self._zero(), [], None)[0]
         max_weight = float(self.max_client_size) if self.weighted else 1.0
         options = next(p for p in self.defense.parts if p.secure).options
         mean, metrics = secaggplus_mean(grid, server_round, self._global, chosen, config, options,
@@ -79,13 +128,18 @@ class DefendedFedAvg(FedAvg):
         metrics.sort(key=lambda m: m["partition_id"])
         return self._finish_round(server_round, mean, metrics, None)[0]
 
+    def _zero(self) -> dict:
+        return {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self._global.items()}
+
     def _finish_round(self, server_round, mean, metrics, received):
-        """The defense's server hooks on the mean update, bookkeeping, the new global model."""
+        """The defense's server hooks on the mean update, the ledger, the new global model."""
         mean = {k: v.to(self._global[k].dtype) for k, v in mean.items()}
         mean = self.defense.aggregate(mean, server_round, len(metrics))
         self.client_metrics[server_round] = metrics
-        self.server_metrics[server_round] = self.defense.round_metrics(
-            server_round, len(metrics), self._n_nodes)
+        if self.ledger is not None:
+            took_part = {int(m["partition_id"]) for m in metrics}
+            self.ledger.record(server_round, {c: self._events(c, c in took_part)
+                                              for c in self._sizes})
         if server_round in self.observe_rounds:
             self.observed[server_round] = {
                 "clients": [int(m["partition_id"]) for m in metrics],
@@ -93,25 +147,42 @@ class DefendedFedAvg(FedAvg):
                 "updates": received or [None] * len(metrics),
                 "aggregate": mean, "global_before": dict(self._global)}
         self._global = {k: self._global[k] + mean[k] for k in mean}
+        losses = [m["train_loss"] for m in metrics if "train_loss" in m]
         return ArrayRecord(self._global), MetricRecord(
-            {"train_loss": float(np.mean([m["train_loss"] for m in metrics]))})
+            {"train_loss": float(np.mean(losses))} if losses else {})
 
     def start(self, grid, initial_arrays, num_rounds=3, evaluate_fn=None, **kwargs):
+        """FedAvg's loop (no client-side evaluation, as configured), with the privacy budget
+        checked before each round and, under secure aggregation, SecAgg+ training exchanges."""
         self._global = initial_arrays.to_torch_state_dict()
         while len(nodes := list(grid.get_node_ids())) < self.n_nodes:
             time.sleep(0.2)
         replies = grid.send_and_receive(
             [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes])
-        self._partition = {m.metadata.src_node_id: int(m.content["metrics"]["partition_id"])
-                           for m in replies}
-        if not self.defense.secure:
-            return super().start(grid, initial_arrays, num_rounds=num_rounds,
-                                 evaluate_fn=evaluate_fn, **kwargs)
-        # Flower's SecAgg+ is a legacy workflow: this loop is FedAvg.start with the training
-        # exchange replaced by a SecAgg+ round (no client-side evaluation, as configured).
+        self._partition, self._sizes = {}, {}
+        for m in replies:  # partition ids and numbers of examples are public
+            part = int(m.content["metrics"]["partition_id"])
+            self._partition[m.metadata.src_node_id] = part
+            self._sizes[part] = int(m.content["metrics"]["num_examples"])
+        self.defense.set_population(len(nodes), self.fraction_train)
+        formal = self.defense.formal
+        if formal is not None and self.defense.round_events(True, 1, self.federation) is not None:
+            self.ledger = Ledger(sorted(self._sizes), float(formal.options["delta"]),
+                                 formal.options["accountant"], formal.options["target_epsilon"])
         evaluate_fn(0, initial_arrays)
+        arrays = initial_arrays
         for server_round in range(1, num_rounds + 1):
-            evaluate_fn(server_round, self.secure_round(server_round, grid))
+            eligible = self.eligible(server_round)
+            if eligible is None:
+                break
+            self._round_plan = self.sample(server_round, grid, eligible)
+            if self.defense.secure:
+                arrays = self.secure_round(server_round, grid)
+            else:
+                replies = grid.send_and_receive(
+                    self.configure_train(server_round, arrays, ConfigRecord(), grid))
+                arrays = self.aggregate_train(server_round, replies)[0]
+            evaluate_fn(server_round, arrays)
         return None
 
 
