@@ -74,11 +74,28 @@ def check(config: dict) -> None:
             check_options(f"attacks.{name}.options", ATTACKS[kind].options, a.get("options", {}))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if ATTACKS[kind].family == "inversion":
+            _check_inversion_round(config, name, a.get("options", {}))
 
 
 def clients_per_round(n_clients: int, fraction: float) -> int:
     """How many clients the server samples each round (at least one)."""
     return max(1, int(round(n_clients * fraction)))
+
+
+def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
+    """An inversion attack reads the server's recorded view: its round must be observed."""
+    fed = config["federation"]
+    observed = [r for r in fed.get("observe_rounds", [1]) if r <= fed.get("rounds", 5)]
+    rnd = options.get("round", observed[0] if observed else None)
+    if rnd is None or rnd not in observed:
+        raise ConfigError(f"attacks.{attack}.options.round: round {rnd} is not observed; "
+                          f"federation.observe_rounds within the {fed.get('rounds', 5)} rounds: "
+                          f"{observed}")
+    if options.get("observation") == "gradient" and ATTACKS[config["attacks"][attack].get(
+            "type", attack)].impl.endswith("run_fedavg"):
+        raise ConfigError(f"attacks.{attack}.options.observation: the multi-step attack inverts "
+                          "the recorded update (observation: update)")
 
 
 def _check_secagg_clients(config: dict, defense: str) -> None:

@@ -20,6 +20,9 @@ class AttackContext:
     train_result: dict
     device: str = "cpu"
     out_dir: Path = Path(".")  # where an attack may save extra files (reconstruction grids)
+    # round -> the server's recorded view (observed.pt): clients, num_examples, updates as
+    # received (None under secagg), aggregate, global_before; what inversion attacks read
+    observed: dict = field(default_factory=dict)
     defense: Defense = field(init=False)
 
     def __post_init__(self):
@@ -51,8 +54,11 @@ def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict
     # weights_only: checkpoints are plain tensors, never pickled code
     weights = torch.load(train_dir / "model.pt", map_location=device, weights_only=True)
     checkpoints = torch.load(train_dir / "checkpoints.pt", map_location=device, weights_only=True)
+    obs_file = train_dir / "observed.pt"
+    observed = (torch.load(obs_file, map_location=device, weights_only=True)
+                if obs_file.exists() else {})
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
-                         out_dir)
+                         out_dir, observed)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:
