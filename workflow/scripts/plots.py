@@ -7,10 +7,11 @@ from fedsafe.jobs import setup_logging
 from fedsafe.plots import write_plots
 
 setup_logging(snakemake.log[0])
-# Inversion attacks with `save_images: true` leave grids beside their JSON.
+# Inversion attacks with `save_images: true` leave grids and loss curves beside their JSON.
 cell_dirs = {Path(f).parent for _, _, f in snakemake.params.attacks}
 recon = {f"{d.relative_to(Path(snakemake.input.summary).parent / 'attacks')}/{png.stem}": png
-         for d in cell_dirs for png in d.glob("*_reconstructions.png")}
+         for d in cell_dirs for pattern in ("*_reconstructions.png", "*_loss.png")
+         for png in d.glob(pattern)}
 pngs = write_plots(snakemake.input.summary, Path(snakemake.output.frontier).parent, recon)
 
 if snakemake.params.mlflow.get("enabled", True):
