@@ -36,8 +36,9 @@ def test_seeds_multiply_training_not_data(workdir):
     ("medpfl", {"prepare_data": 1, "train": 15, "attack": 75}),
     # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 7 attacks each
     ("full", {"prepare_data": 4, "train": 252, "attack": 1764}),
-    # every defense: 1 dataset x (1+2+2+2+2+2+2+1+1+1+2+2 = 20); 3 attacks each
-    ("defenses", {"prepare_data": 1, "train": 20, "attack": 60}),
+    # every defense: 2 datasets (one of small-data clients) x (1+2+2+2+2+2+2+1+1+1+2+2 = 20);
+    # 4 attacks each
+    ("defenses", {"prepare_data": 2, "train": 40, "attack": 160}),
 ])
 def test_paper_configs_dry_run(name, counts, workdir):
     """The reproduction configs expand to their documented job counts (hand-downloaded data is
