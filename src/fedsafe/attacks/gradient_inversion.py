@@ -65,7 +65,7 @@ def _shape(ctx) -> tuple:
 
 
 def _single_gradient_targets(ctx, options, rnd, victim):
-    """(gradient, originals, labels) per batch: FedSGD steps at the federation's lr."""
+    """(update, lr, images, labels) per batch: FedSGD steps at the federation's lr."""
     view = server_view(ctx, rnd, victim)
     fed = TrainSettings.from_config(ctx.spec["federation"])
     bs = int(options["batch_size"])
