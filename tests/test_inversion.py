@@ -382,6 +382,24 @@ def test_client_with_too_many_images_is_skipped_not_faked(federations):
 
     row = run_fedavg(federations["none"][0], {"max_images": 2})[0]
     assert row["n_images"] == 0 and "max_images" in row["skipped"] and "ssim" not in row
+    row = run_fedavg(federations["none"][0], {"datasets": ["elsewhere"]})[0]
+    assert row["n_images"] == 0 and "not run on dataset" in row["skipped"]
+
+
+def test_inversion_round_must_be_observed():
+    from conftest import base_config
+
+    from fedsafe import config as fc
+
+    cfg = base_config(attacks={"fedavg": {"options": {"round": 2}}},
+                      federation={"rounds": 3, "observe_rounds": [1]})
+    with pytest.raises(fc.ConfigError, match="round 2 is not observed"):
+        fc.validate(cfg)
+    cfg["federation"]["observe_rounds"] = [1, 2]
+    fc.validate(cfg)
+    cfg["attacks"]["fedavg"]["options"]["datasets"] = ["nowhere"]
+    with pytest.raises(fc.ConfigError, match="options.datasets"):
+        fc.validate(cfg)
 
 
 def test_tradeoff_takes_the_worst_case_per_image_over_inversion_attacks():

@@ -92,6 +92,12 @@ def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
         raise ConfigError(f"attacks.{attack}.options.round: round {rnd} is not observed; "
                           f"federation.observe_rounds within the {fed.get('rounds', 5)} rounds: "
                           f"{observed}")
+    only = options.get("datasets")
+    unknown = [d for d in ([only] if isinstance(only, str) else only or []) if d not in
+               config["datasets"]]
+    if unknown:
+        raise ConfigError(f"attacks.{attack}.options.datasets: {unknown} not in datasets "
+                          f"{sorted(config['datasets'])}")
     if options.get("observation") == "gradient" and ATTACKS[config["attacks"][attack].get(
             "type", attack)].impl.endswith("run_fedavg"):
         raise ConfigError(f"attacks.{attack}.options.observation: the multi-step attack inverts "
