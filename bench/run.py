@@ -36,6 +36,8 @@ TARGETS = [  # (item, summary key, target, unit)
     ("2 ... fastest of Opacus's own engines (reference)", "dp_sgd_best_ratio", None, "x"),
     ("3 PGD(k) vs k+1 fwd+bwd", "pgd_ratio", 1.2, "x"),
     ("4 inversion vs plain loop", "inversion_ratio", 1.2, "x"),
+    ("4 multi-step inversion: vectorised restarts vs a loop (speed-up)", "fedavg_restarts_speedup",
+     None, "x"),
     ("5 fixed cost per train job", "fixed_train_s", None, "s"),
     ("5 fixed cost per attack job", "fixed_attack_s", None, "s"),
     ("5 fixed-cost share of the grid", "grid_fixed_share", None, ""),

@@ -4,6 +4,7 @@ rule attack:
         data=rules.prepare_data.output.data,
         model=rules.train.output.model,
         checkpoints=rules.train.output.checkpoints,
+        observed=rules.train.output.observed,
         train=rules.train.output.metrics,
         reference=reference_input,
     output:

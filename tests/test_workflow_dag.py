@@ -38,9 +38,9 @@ def test_seeds_multiply_training_not_data(workdir):
     # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 10 attacks each, the audit on the
     # 6 dp_sgd and dp_fedavg cells; reference models once per dataset and seed
     ("full", {"prepare_data": 4, "train": 252, "attack": 2592, "reference": 12}),
-    # every defense: 1 dataset x (20 cells + 2 privacy-budget cells = 22); 4 attacks each, the
-    # audit on the 4 dp_sgd and dp_fedavg cells
-    ("defenses", {"prepare_data": 1, "train": 22, "attack": 92, "reference": 1}),
+    # every defense: 2 datasets (one of small-data clients) x (20 cells + 2 privacy-budget cells
+    # = 22); 5 attacks each, the audit on the 4 dp_sgd and dp_fedavg cells per dataset
+    ("defenses", {"prepare_data": 2, "train": 44, "attack": 228, "reference": 2}),
     # 1 dataset x (1 + 3 + 2); 5 attacks each, the audit on the 5 DP cells
     ("audit", {"prepare_data": 1, "train": 6, "attack": 35, "reference": 1}),
 ])

@@ -124,7 +124,8 @@ def check(config: dict) -> None:
             check_options(f"attacks.{name}.options", ATTACKS[kind].options, a.get("options", {}))
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    _check_inversion_rounds(config)
+        if ATTACKS[kind].family == "inversion":
+            _check_inversion_round(config, name, a.get("options", {}))
 
 
 def _check_audit(config: dict) -> None:
@@ -142,6 +143,27 @@ def _check_audit(config: dict) -> None:
 def clients_per_round(n_clients: int, fraction: float) -> int:
     """How many clients the server samples each round (at least one)."""
     return max(1, int(round(n_clients * fraction)))
+
+
+def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
+    """An inversion attack reads the server's recorded view: its round must be observed."""
+    fed = config["federation"]
+    observed = [r for r in fed.get("observe_rounds", [1]) if r <= fed.get("rounds", 5)]
+    rnd = options.get("round", observed[0] if observed else None)
+    if rnd is None or rnd not in observed:
+        raise ConfigError(f"attacks.{attack}.options.round: round {rnd} is not observed; "
+                          f"federation.observe_rounds within the {fed.get('rounds', 5)} rounds: "
+                          f"{observed}")
+    only = options.get("datasets")
+    unknown = [d for d in ([only] if isinstance(only, str) else only or []) if d not in
+               config["datasets"]]
+    if unknown:
+        raise ConfigError(f"attacks.{attack}.options.datasets: {unknown} not in datasets "
+                          f"{sorted(config['datasets'])}")
+    if options.get("observation") == "gradient" and ATTACKS[config["attacks"][attack].get(
+            "type", attack)].impl.endswith("run_fedavg"):
+        raise ConfigError(f"attacks.{attack}.options.observation: the multi-step attack inverts "
+                          "the recorded update (observation: update)")
 
 
 def _check_secagg_clients(config: dict, defense: str) -> None:
@@ -170,29 +192,6 @@ def _check_fits(config: dict, name: str) -> None:
         if ds["n_clients"] > pool:
             raise ConfigError(f"datasets.{name}.n_clients: {ds['n_clients']} clients but at most "
                               f"{pool} training images to share ({spec.samples_option} {n})")
-
-
-def _check_inversion_rounds(config: dict) -> None:
-    """An inversion attack replays a client's update at a round: that round must have happened
-    (round r starts from the global model after r rounds) and its global model be checkpointed
-    (federation.checkpoint_rounds), else the attack could only fail after training."""
-    fed = config["federation"]
-    for name, a in config["attacks"].items():
-        kind = a.get("type", name)
-        if ATTACKS[kind].family != "inversion":
-            continue
-        rnd = a["options"].get("round")
-        key = f"attacks.{name}.options.round"
-        if rnd is None:
-            if not fed["checkpoint_rounds"]:
-                raise ConfigError(f"{key}: not set and federation.checkpoint_rounds is empty")
-            continue  # the first checkpointed round
-        if rnd >= fed["rounds"]:
-            raise ConfigError(f"{key}: round {rnd} does not happen: federation.rounds is "
-                              f"{fed['rounds']} (rounds 0..{fed['rounds'] - 1})")
-        if rnd not in fed["checkpoint_rounds"]:
-            raise ConfigError(f"{key}: round {rnd} is not checkpointed; add it to "
-                              f"federation.checkpoint_rounds (now {fed['checkpoint_rounds']})")
 
 
 def _check_packages(name: str, ds: dict) -> None:

@@ -58,6 +58,28 @@ def image_metrics(original, reconstruction) -> dict:
     }
 
 
+def match_reconstructions(original, reconstruction) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal assignment of reconstructions to originals (Hungarian, maximising total SSIM):
+    an attack returns a batch in no particular order. Returns (original index, reconstruction
+    index) pairs; with unequal counts, each of the smaller side gets a distinct partner."""
+    from scipy.optimize import linear_sum_assignment
+
+    o, r = _as_np(original), _as_np(reconstruction)
+    o, r = (o[None], r[None]) if o.ndim == 3 else (o, r)
+    sim = np.array([[_ssim(_to_hwc(a), _to_hwc(np.clip(b, 0.0, 1.0))) for b in r] for a in o])
+    return linear_sum_assignment(sim, maximize=True)
+
+
+def matched_image_metrics(original, reconstruction) -> dict:
+    """`image_metrics` after optimal matching (`match_reconstructions`); adds `original_index`,
+    the index of each scored original (per-image worst cases across attacks use it)."""
+    o, r = _as_np(original), _as_np(reconstruction)
+    o, r = (o[None], r[None]) if o.ndim == 3 else (o, r)
+    oi, ri = match_reconstructions(o, r)
+    return {**image_metrics(o[oi], r[ri]), "original_index": [int(i) for i in oi],
+            "reconstruction_index": [int(i) for i in ri]}
+
+
 def _clopper_pearson(k: np.ndarray, n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """One-sided (1 - alpha) exact binomial bounds on a rate observed as k successes of n."""
     from scipy.stats import beta

@@ -21,8 +21,8 @@ class AttackSpec:
 
 
 EVASION = "white-box on the final global model; transfer between clients' received copies"
-INVERSION = ("honest-but-curious server inverts the victim's update at a checkpointed round, after "
-             "the client's defense (only the aggregate under secagg)")
+INVERSION = ("honest-but-curious server inverts the victim's update as it received it in an observed "
+             "round, after the client's defense (only the aggregate under secagg)")
 MEMBERSHIP = "black-box queries to the final global model; members = clients' training samples"
 REFERENCE = (MEMBERSHIP + "; the attacker also trains reference models with the target's recipe "
              "on population data (online: half of them on each target point)")
@@ -44,11 +44,22 @@ PGD_OPTIONS = {
     "norm": Option("Linf", str, choices=("Linf", "L2")),
 }
 INVERSION_OPTIONS = {
-    "round": Option(None, int, 0, optional=True, doc="default: first checkpointed round"),
-    "victim": Option(0, int, 0), "n_batches": Option(4, int, 1), "batch_size": Option(1, int, 1),
-    "observation": Option("gradient", str, choices=("gradient", "update")),
-    "local_steps": Option(1, int, 1), "iterations": Option(100, int, 1),
-    "restarts": Option(1, int, 1), "lr": Option(None, float, 0.0, low_open=True, optional=True),
+    "round": Option(None, int, 1, optional=True,
+                    doc="federation round attacked; must be in federation.observe_rounds "
+                        "(default: the first observed)"),
+    "victim": Option(None, int, 0, optional=True,
+                     doc="client attacked; default: the first client sampled in the round"),
+    "observation": Option("update", str, choices=("update", "gradient"),
+                          doc="update: the update the server recorded (threat model as deployed); "
+                              "gradient: MedPFL's single-gradient setting (FedSGD)"),
+    "n_batches": Option(4, int, 1, doc="single-gradient setting: gradients attacked"),
+    "batch_size": Option(1, int, 1, doc="single-gradient setting: images per gradient"),
+    "max_images": Option(16, int, 1, doc="update: skip (say so) clients holding more images"),
+    "datasets": Option(None, str, many=True, optional=True,
+                       doc="run only on these dataset ids (elsewhere a row says it was skipped), "
+                           "to spend a converging budget on fewer cells"),
+    "iterations": Option(100, int, 1), "restarts": Option(1, int, 1),
+    "lr": Option(None, float, 0.0, low_open=True, optional=True),
     "tv_weight": Option(1e-4, float, 0.0), "init": Option("random", str, choices=("random", "cpl")),
     "save_images": Option(False, bool, doc="reconstruction grids (patients' images on real data)"),
 }
@@ -73,6 +84,8 @@ ATTACKS: dict[str, AttackSpec] = {
     "dlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_dlg", "inversion", INVERSION, INVERSION_OPTIONS),
     "idlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_idlg", "inversion", INVERSION,
                        INVERSION_OPTIONS),
+    "fedavg": AttackSpec("fedsafe.attacks.gradient_inversion:run_fedavg", "inversion", INVERSION,
+                         INVERSION_OPTIONS),
     "inverting_gradients": AttackSpec("fedsafe.attacks.gradient_inversion:run_inverting_gradients",
                                       "inversion", INVERSION, INVERSION_OPTIONS),
     "mia_loss": AttackSpec("fedsafe.attacks.membership:run_mia_loss", "membership", MEMBERSHIP,

@@ -22,6 +22,9 @@ class AttackContext:
     out_dir: Path = Path(".")  # where an attack may save extra files (reconstruction grids)
     train_dir: Path = Path(".")  # the trained cell's files (canaries.npz of an audited cell)
     reference_path: Path | None = None  # reference models of the dataset (RMIA, LiRA)
+    # round -> the server's recorded view (observed.pt): clients, num_examples, updates as
+    # received (None under secagg), aggregate, global_before; what inversion attacks read
+    observed: dict = field(default_factory=dict)
     defense: Defense = field(init=False)
 
     def __post_init__(self):
@@ -52,13 +55,16 @@ def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict
                  device: str = "cpu", out_dir: Path = Path("."), model: Path | None = None,
                  checkpoints: Path | None = None,
                  reference_path: Path | None = None) -> AttackContext:
-    """`model` and `checkpoints` default to the files of that name in train_dir."""
+    """`model` and `checkpoints` default to the files of that name in train_dir; the server's
+    recorded view (observed.pt) is read from train_dir where the cell has one."""
     from fedsafe.jobs import load_torch
 
     weights = load_torch(model or train_dir / "model.pt", device)
     checkpoints = load_torch(checkpoints or train_dir / "checkpoints.pt", device)
+    obs_file = Path(train_dir) / "observed.pt"
+    observed = load_torch(obs_file, device) if obs_file.exists() else {}
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
-                         out_dir, Path(train_dir), reference_path)
+                         out_dir, Path(train_dir), reference_path, observed)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:

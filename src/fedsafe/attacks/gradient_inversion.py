@@ -1,13 +1,22 @@
-"""Gradient inversion of a client's update on the cell's real federation (the server is
-honest-but-curious).
+"""Gradient inversion by the cell's honest-but-curious server, on what that server observed.
 
-Gradient inversion replays the victim client with the deployed code (`local_train` with the cell's
-defense), starting from the global checkpoint of the attacked round, so the attacker sees exactly
-what this cell's server sees: the update after the client's defense (noise, clipping, DP-SGD).
-Under secure aggregation the server only sees the sum, so the attacker gets the mean update of all
-clients, each replayed on its own batch.
+Threat model as deployed (`observation: update`, the default): the attacker reads the server's
+recorded view of round `round` (`observed.pt`, written by the federation): the victim's update as
+received, after the client's defense (under secure aggregation only the aggregate of all
+clients), the global model it sent, the client's number of examples, and the training settings
+every server knows (optimizer, lr, local epochs, batch size). Nothing is replayed.
+
+- `fedavg` (multi-step, Dimitrov et al. 2022) simulates the client's local training on N dummy
+  images and matches the update (`fedavg_inversion.py`).
+- `dlg` / `idlg` / `inverting_gradients` treat the update as one gradient, -update / (lr x steps).
+
+MedPFL's single-gradient setting (`observation: gradient`) stays as an explicit mode: the victim
+shares one gradient of a batch of `batch_size` images (FedSGD), i.e. one SGD step at the
+federation's own lr through the deployed client code and defense, with the round's own noise
+(seeded by the federation round index), from the global model the server sent in that round.
 """
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -19,82 +28,178 @@ import torch
 from fedsafe.attacks.context import AttackContext
 from fedsafe.config import clients_per_round
 from fedsafe.federation.local import TrainSettings, local_train, to_tensor
-from fedsafe.metrics import image_metrics
+from fedsafe.metrics import matched_image_metrics
 
 log = logging.getLogger("fedsafe.attack")
-def observed_update(ctx: AttackContext, weights: dict, rnd: int, client: int, x, y,
-                    settings: TrainSettings) -> list[torch.Tensor]:
-    """The update client `client` sends for batch (x, y), after its defense, as a parameter list."""
+SETTINGS = {"update": "deployed update", "gradient": "single-gradient (FedSGD)"}
+
+
+def server_view(ctx: AttackContext, rnd: int, victim: int) -> dict:
+    """What the server recorded about `victim` in round `rnd`: the update it received (only the
+    aggregate under secure aggregation), the global model it sent, the client's example count."""
+    if rnd not in ctx.observed:
+        raise ValueError(f"round {rnd} was not observed; add it to federation.observe_rounds "
+                         f"(observed: {sorted(ctx.observed)})")
+    obs = ctx.observed[rnd]
+    if victim not in obs["clients"]:
+        raise ValueError(f"client {victim} was not sampled in round {rnd} ({obs['clients']})")
+    i = obs["clients"].index(victim)
+    secure = obs["updates"][i] is None
+    return {"update": obs["aggregate"] if secure else obs["updates"][i],
+            "global_before": obs["global_before"], "num_examples": int(obs["num_examples"][i]),
+            "observed": "aggregate" if secure else "client update"}
+
+
+def _replayed_update(ctx, weights, rnd, client, x, y, settings):
+    """Single-gradient setting: the client's one FedSGD step through the deployed code."""
     model = ctx.new_model(ctx.defense.downlink(weights, rnd, client)).train()
-    fed = ctx.spec["federation"]
-    sampled = clients_per_round(len(ctx.data.clients), fed["fraction_train"])  # distributed DP
+    sampled = clients_per_round(len(ctx.data.clients), ctx.spec["federation"]["fraction_train"])
     update, _ = local_train(model, x, y, settings, ctx.defense, ctx.seed, rnd, client, {},
                             ctx.device, round_info={"sampled": sampled})
-    names = [n for n, _ in ctx.new_model().named_parameters()]
-    return [update[n] for n in names]
+    return update
 
 
-def _victim_batches(ctx, client, n_batches, batch_size):
-    x, y = ctx.data.clients[client]
-    idx = np.random.default_rng([ctx.seed, client]).permutation(len(y))[:n_batches * batch_size]
-    return [(x[idx[i:i + batch_size]], y[idx[i:i + batch_size]])
-            for i in range(0, len(idx), batch_size)]
+def _shape(ctx) -> tuple:
+    m = ctx.data.manifest
+    return (m["channels"], m["image_size"], m["image_size"]), len(m["class_names"])
+
+
+def _single_gradient_targets(ctx, options, rnd, victim):
+    """(update, lr, images, labels) per batch: FedSGD steps at the federation's lr."""
+    view = server_view(ctx, rnd, victim)
+    fed = TrainSettings.from_config(ctx.spec["federation"])
+    bs = int(options["batch_size"])
+    settings = replace(fed, optimizer="sgd", momentum=0.0, batch_size=bs, local_epochs=1)
+    x_all, y_all = ctx.data.clients[victim]
+    idx = np.random.default_rng([ctx.seed, victim]).permutation(len(y_all))
+    out = []
+    for b in range(int(options["n_batches"])):
+        sel = idx[b * bs:(b + 1) * bs]
+        update = _replayed_update(ctx, view["global_before"], rnd, victim, x_all[sel], y_all[sel],
+                                  settings)
+        if view["observed"] == "aggregate":  # the server learns only the mean of every client's
+            others = []
+            for c in ctx.observed[rnd]["clients"]:
+                if c != victim:
+                    xc, yc = ctx.data.clients[c]
+                    others.append(_replayed_update(ctx, view["global_before"], rnd, c, xc[:bs],
+                                                   yc[:bs], settings))
+            update = {k: sum(u[k] for u in [update, *others]) / (1 + len(others)) for k in update}
+        out.append((update, fed.lr, x_all[sel], y_all[sel]))
+    return out, view
 
 
 def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
+    from fedsafe.attacks import INVERSION_OPTIONS
     from fedsafe.attacks.inversion import reconstruct
+    from fedsafe.options import resolve
 
-    rounds = ctx.spec["federation"]["checkpoint_rounds"]
-    rnd = rounds[0] if options.get("round") is None else int(options["round"])
-    if rnd not in ctx.checkpoints:
-        raise ValueError(f"attacks.<{method}>.options.round: round {rnd} has no checkpoint; add it "
-                         f"to federation.checkpoint_rounds (has {sorted(ctx.checkpoints)})")
-    bs, victim = int(options.get("batch_size", 1)), int(options.get("victim", 0))
-    fed = TrainSettings.from_config(ctx.spec["federation"])
-    steps = int(options.get("local_steps", 1))
-    if options.get("observation", "gradient") == "gradient":  # FedSGD: the client shares a gradient
-        settings, scale = replace(fed, optimizer="sgd", lr=1.0, momentum=0.0, batch_size=bs,
-                                  local_epochs=1), 1.0
-    else:  # FedAvg: `local_steps` steps of the federation's own optimizer on the batch
-        settings = replace(fed, batch_size=bs, local_epochs=steps)
-        scale = fed.lr * steps
-    secagg = "secagg" in ctx.defense.names
-    weights = ctx.checkpoints[rnd]
-    model = ctx.new_model(weights)
-    m = ctx.data.manifest
-    shape = (m["channels"], m["image_size"], m["image_size"])
-    originals, recons, label_hits, t0 = [], [], [], time.time()
-    for b, (x, y) in enumerate(_victim_batches(ctx, victim, int(options.get("n_batches", 4)), bs)):
-        update = observed_update(ctx, weights, rnd, victim, x, y, settings)
-        if secagg:  # the server learns only the mean over every client's update
-            others = [observed_update(ctx, weights, rnd, c, *_victim_batches(ctx, c, 1, bs)[0],
-                                      settings) for c in range(len(ctx.data.clients)) if c != victim]
-            update = [sum(t) / (1 + len(others)) for t in zip(update, *others)]
-        grads = [-u / scale for u in update]  # an update is minus lr x the (summed) gradient
+    options = resolve(INVERSION_OPTIONS, options)
+    rnd = options["round"] if options.get("round") is not None else min(ctx.observed, default=1)
+    if rnd not in ctx.observed:
+        raise ValueError(f"round {rnd} was not observed; add it to federation.observe_rounds "
+                         f"(observed: {sorted(ctx.observed)})")
+    victim = ctx.observed[rnd]["clients"][0] if options["victim"] is None else int(options["victim"])
+    mode = options["observation"]
+    only = options["datasets"]
+    dataset = ctx.spec.get("dataset")
+    if only is not None and dataset not in ([only] if isinstance(only, str) else only):
+        return [{"attack_param": "round", "attack_value": float(rnd), "setting": SETTINGS[mode],
+                 "n_images": 0, "skipped": f"not run on dataset {dataset} (datasets: {only})"}]
+    shape, n_classes = _shape(ctx)
+    t0 = time.time()
+    if mode == "gradient":
+        if method == "fedavg":
+            raise ValueError("attacks.<fedavg>.options.observation: the multi-step attack inverts "
+                             "a FedAvg update; use observation: update")
+        targets, view = _single_gradient_targets(ctx, options, rnd, victim)
+    else:
+        view = server_view(ctx, rnd, victim)
+        if view["num_examples"] > int(options["max_images"]):
+            return [_skipped(options, rnd, view, mode)]
+        if method == "fedavg":
+            return _run_fedavg(ctx, options, rnd, victim, view, t0)
+        t = _client_training(ctx, view["num_examples"])
+        x_all, y_all = ctx.data.clients[victim]
+        targets = [(view["update"], t.lr * t.steps, x_all, y_all)]
+    model = ctx.new_model(view["global_before"])
+    names = [k for k, _ in model.named_parameters()]
+    originals, recons, label_hits, finals, curves = [], [], [], [], []
+    for b, (update, scale, x, y) in enumerate(targets):
+        grads = [-update[k].to(ctx.device) / scale for k in names]  # update = -lr x gradient
+        calls: list[tuple[int, float]] = []
         rec, labels = reconstruct(
-            model, grads, shape, len(m["class_names"]), method=method,
-            init=options.get("init", "random"), iterations=int(options.get("iterations", 100)),
-            restarts=int(options.get("restarts", 1)), lr=options.get("lr"),
-            tv_weight=float(options.get("tv_weight", 1e-4)), seed=ctx.seed * 1000 + b,
-            batch_size=bs)
+            model, grads, shape, n_classes, method=method, init=options["init"],
+            iterations=int(options["iterations"]), restarts=int(options["restarts"]),
+            lr=options.get("lr"), tv_weight=float(options["tv_weight"]),
+            seed=ctx.seed * 1000 + b, batch_size=len(y), progress=lambda i, l: calls.append((i, l)))
         originals.append(to_tensor(x))
         recons.append(rec.detach().cpu())
         label_hits.append(np.mean(np.sort(labels.cpu().numpy()) == np.sort(y)))
-        log.info("batch %d: ssim %.3f", b + 1, image_metrics(originals[-1], recons[-1])["mean_ssim"])
-    orig, rec = torch.cat(originals), torch.cat(recons)
-    metrics = image_metrics(orig, rec)
-    if options.get("save_images", False):
-        _save_grid(orig, rec, ctx.out_dir / f"{method}_round{rnd}_reconstructions.png")
-    return [{"attack_param": "round", "attack_value": float(rnd), "mse": metrics["mean_mse"],
-             "psnr": metrics["mean_psnr"], "ssim": metrics["mean_ssim"],
-             "reconstruction_success_rate": metrics["success_rate"],
-             "label_accuracy": float(np.mean(label_hits)), "n_images": len(orig),
-             "batch_size": bs, "observed": "aggregate" if secagg else "client update",
-             "attack_seconds": time.time() - t0}]
+        iters = int(options["iterations"])  # final loss: the best restart's last one
+        finals.append(min(l for i, l in calls if (i + 1) % iters == 0))
+        curves.append([l for _, l in calls])
+    return [_row(ctx, options, method, rnd, view, mode, torch.cat(originals), torch.cat(recons),
+                 float(np.mean(label_hits)), finals, curves[0], t0)]
+
+
+def _client_training(ctx, n_examples):
+    from fedsafe.attacks.fedavg_inversion import ClientTraining
+
+    f = TrainSettings.from_config(ctx.spec["federation"])
+    return ClientTraining(n_examples, f.batch_size, f.local_epochs, f.lr, f.optimizer, f.momentum)
+
+
+def _run_fedavg(ctx, options, rnd, victim, view, t0):
+    from fedsafe.attacks.fedavg_inversion import reconstruct_fedavg
+
+    n = view["num_examples"]
+    shape, n_classes = _shape(ctx)
+    model = ctx.new_model(view["global_before"])
+    observed = {k: v.to(ctx.device) for k, v in view["update"].items()}
+    res = reconstruct_fedavg(model, observed, _client_training(ctx, n), shape, n_classes,
+                             iterations=int(options["iterations"]),
+                             restarts=int(options["restarts"]), lr=options.get("lr") or 0.1,
+                             tv_weight=float(options["tv_weight"]), seed=ctx.seed)
+    x, y = ctx.data.clients[victim]
+    hits = float(np.mean(np.sort(res["labels"].cpu().numpy()) == np.sort(y)))
+    return [_row(ctx, options, "fedavg", rnd, view, "update", to_tensor(x),
+                 res["images"].detach().cpu(), hits, [res["loss"]], res["losses"], t0)]
+
+
+def _skipped(options, rnd, view, mode):
+    """A cell whose client holds more images than the attack can afford: said, never faked."""
+    return {"attack_param": "round", "attack_value": float(rnd), "setting": SETTINGS[mode],
+            "observed": view["observed"], "n_images": 0, "num_examples": view["num_examples"],
+            "skipped": f"client holds {view['num_examples']} images > max_images "
+                       f"{options['max_images']}"}
+
+
+def _row(ctx, options, method, rnd, view, mode, orig, rec, label_accuracy, final_losses, curve,
+         t0):
+    m = matched_image_metrics(orig, rec)
+    if options["save_images"]:
+        _save_grid(orig[m["original_index"]], rec[m["reconstruction_index"]], ctx.out_dir /
+                   f"{method}_round{rnd}_reconstructions.png")
+        _save_curve(curve, ctx.out_dir / f"{method}_round{rnd}_loss.png")
+    log.info("%s round %d (%s): ssim %.3f, final loss %.4g", method, rnd, SETTINGS[mode],
+             m["mean_ssim"], min(final_losses))
+    return {"attack_param": "round", "attack_value": float(rnd), "setting": SETTINGS[mode],
+            "mse": m["mean_mse"], "psnr": m["mean_psnr"], "ssim": m["mean_ssim"],
+            "reconstruction_success_rate": m["success_rate"], "label_accuracy": label_accuracy,
+            "n_images": len(rec), "num_examples": view["num_examples"],
+            "batch_size": int(options["batch_size"]) if mode == "gradient" else
+            ctx.spec["federation"]["batch_size"], "observed": view["observed"],
+            "final_loss": float(np.mean(final_losses)), "iterations": int(options["iterations"]),
+            # per-image SSIM keyed by the victim's image index: the trade-off table takes the
+            # worst case per image over every inversion attack on the cell
+            "image_ssim": json.dumps(dict(zip(map(str, m["original_index"]),
+                                              np.round(m["ssim"], 4).tolist()))),
+            "attack_seconds": time.time() - t0}
 
 
 def _save_grid(orig: torch.Tensor, rec: torch.Tensor, path: Path) -> None:
-    """Originals (top row) over reconstructions (bottom row)."""
+    """Originals (top row) over their matched reconstructions (bottom row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,6 +219,23 @@ def _save_grid(orig: torch.Tensor, rec: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
+def _save_curve(losses: list[float], path: Path) -> None:
+    """The attack's loss per recorded iteration: flat at the end = converged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2.6))
+    ax.plot(losses)
+    ax.set_yscale("log")
+    ax.set_xlabel("recorded step")
+    ax.set_ylabel("attack loss")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def run_dlg(ctx, options):
     return run_inversion(ctx, options, "dlg")
 
@@ -124,3 +246,7 @@ def run_idlg(ctx, options):
 
 def run_inverting_gradients(ctx, options):
     return run_inversion(ctx, options, "inverting_gradients")
+
+
+def run_fedavg(ctx, options):
+    return run_inversion(ctx, options, "fedavg")

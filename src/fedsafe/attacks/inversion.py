@@ -72,14 +72,15 @@ def infer_labels(grads_last_layer_weight: Tensor, batch_size: int) -> Tensor:
     return present[torch.arange(batch_size) % len(present)]
 
 
-def _init_image(shape: tuple, init: str, gen: torch.Generator) -> Tensor:
+def _init_image(shape: tuple, init: str, gen: torch.Generator, device="cpu") -> Tensor:
+    # drawn on the CPU generator (same start on every device), then moved to the model's device
     if init == "random":
-        return torch.rand(shape, generator=gen)
+        return torch.rand(shape, generator=gen).to(device)
     if init == "cpl":
         b, c, h, w = shape
         tile = torch.rand((b, c, CPL_TILE, CPL_TILE), generator=gen)
         reps = (1, 1, -(-h // CPL_TILE), -(-w // CPL_TILE))  # ceil division
-        return tile.repeat(reps)[..., :h, :w].contiguous()
+        return tile.repeat(reps)[..., :h, :w].contiguous().to(device)
     raise ValueError(f"unknown init {init!r}")
 
 
@@ -134,14 +135,15 @@ def reconstruct(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
-    target = [t.detach() for t in target_grads]
+    device = next(model.parameters()).device
+    target = [t.detach().to(device) for t in target_grads]
     shape = (batch_size, *input_shape)
     gen = torch.Generator().manual_seed(seed)
     if method != "dlg":
         if labels is None:
             labels = (torch.tensor([infer_label_idlg(_last_weight(target))]) if batch_size == 1
                       else infer_labels(_last_weight(target), batch_size))
-        labels = labels.long().view(batch_size)
+        labels = labels.long().view(batch_size).to(device)
     if lr is None:
         lr = 0.1 if method == "inverting_gradients" else 1.0
 
@@ -158,11 +160,13 @@ def reconstruct(
 def _reconstruct(model, target, shape, num_classes, method, init, iterations, restarts, lr,
                  tv_weight, gen, labels, progress):
     batch_size, every = shape[0], max(1, iterations // 20)
+    device = target[0].device
     best = (float("inf"), None, None)
     for r in range(restarts):
-        x = _init_image(shape, init, gen).requires_grad_(True)
+        x = _init_image(shape, init, gen, device).requires_grad_(True)
         if method == "dlg":
-            label_logits = torch.randn((batch_size, num_classes), generator=gen).requires_grad_(True)
+            label_logits = torch.randn((batch_size, num_classes), generator=gen).to(device)
+            label_logits.requires_grad_(True)
             run = _run_lbfgs(model, target, x, label_logits, None, iterations, lr)
         elif method == "idlg":
             run = _run_lbfgs(model, target, x, None, F.one_hot(labels, num_classes).float(), iterations, lr)
