@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedsafe import config as fc
+from fedsafe import robustness as rb
 
 CELL_COLUMNS = ["dataset", "defense", "noise_multiplier", "seed"]
 KEYS = ["dataset", "defense", "noise_multiplier"]  # a table row: one grid point, all seeds
@@ -78,18 +79,20 @@ def summarise(expected: list[dict], config_hash: str) -> tuple[pd.DataFrame, pd.
                 problem(f"attack:{a['attack']}", cell, "not run (no model)", a["file"])
             continue
         base = {"config_hash": config_hash, **_train_row(train)}
-        attack_rows = []
+        attack_rows, loaded = [], []
         for a in cell["attacks"]:
             res, status = _load(a["file"], spec_hash(a["spec"]), ("attack", "type", "options"))
             if res is None:
                 problem(f"attack:{a['attack']}", cell, status, a["file"])
                 continue
+            loaded.append(res)
             for r in res["rows"]:
-                r = dict(r)
+                r = rb.without_masks(r)
                 r["eval_clean_accuracy"] = r.pop("clean_accuracy", None)
                 attack_rows.append({**base, "attack": res["attack"], "attack_type": res["type"],
                                     "family": res["family"], **r,
                                     "attack_job_seconds": res["seconds"]})
+        attack_rows += rb.worst_case_rows(base, loaded)
         rows += attack_rows or [base]  # a trained cell without attack results still shows
     summary = pd.DataFrame(rows, columns=list(dict.fromkeys(
         ["config_hash", "spec_hash", *CELL_COLUMNS, "attack", "attack_type", "family",
@@ -97,7 +100,7 @@ def summarise(expected: list[dict], config_hash: str) -> tuple[pd.DataFrame, pd.
     summary = summary.sort_values(CELL_COLUMNS + ["attack", "attack_value"], kind="stable",
                                   key=lambda s: s.astype(str) if s.name == "attack_value" else s)
     missing = pd.DataFrame(problems, columns=["cell", "job", "status", "file"])
-    return summary, missing
+    return rb.add_flags(summary), missing
 
 
 # ---- tables ----
@@ -152,8 +155,15 @@ def medpfl_long(df: pd.DataFrame) -> pd.DataFrame:
         _column(inv, s, m, label) for s in _settings(inv) for m, label in metrics.items()])
 
 
+def _worst_case(df: pd.DataFrame) -> pd.DataFrame:
+    """The per-sample worst case over a cell's evasion attacks (`fedsafe.robustness`)."""
+    ev = _family(df, "evasion")
+    return ev[ev["attack"] == rb.WORST]
+
+
 def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
-    """Worst case over attacks per seed: the lowest robust accuracy, the highest SSIM and AUC."""
+    """Worst case per seed: robust accuracy per sample over every evasion attack (the lowest over
+    eps), the highest SSIM and AUC over attacks."""
     def worst(frame, metric, how, column):
         if metric not in frame or frame.empty:
             return pd.DataFrame()
@@ -162,15 +172,16 @@ def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
 
     return pd.concat([
         _long(df, "clean_accuracy", "clean acc."),
-        worst(_family(df, "evasion"), "robust_accuracy", "min", "robust acc."),
+        worst(_worst_case(df), "robust_accuracy", "min", "robust acc."),
+        worst(_worst_case(df), "client_robust_accuracy", "min", "client robust acc."),
         worst(_family(df, "inversion"), "ssim", "max", "recon. SSIM"),
         worst(_family(df, "membership"), "auc", "max", "membership AUC"),
         _long(df, "epsilon", "epsilon")])
 
 
-def stats_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stats_table(long: pd.DataFrame, flagged=()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(text, best): `mean ± std` over seeds per grid point and column, and a mask of the best
-    value per column within each dataset."""
+    value per column within each dataset; `flagged` grid points are never best."""
     if long.empty or long["value"].isna().all():
         return pd.DataFrame(columns=KEYS), pd.DataFrame(columns=KEYS)
     stats = long.groupby(KEYS + ["column"], sort=False)["value"].agg(["mean", "std", "count"])
@@ -179,7 +190,8 @@ def stats_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     order = list(dict.fromkeys(long["column"]))
     text, mean = text[order].sort_index(), mean[order].sort_index()
     higher = long.drop_duplicates("column").set_index("column")["metric"].isin(HIGHER_IS_BETTER)
-    best = mean.apply(lambda col: col.groupby(level="dataset").transform(
+    ranked = mean.mask(pd.Series(mean.index.isin(list(flagged)), index=mean.index), axis=0)
+    best = ranked.apply(lambda col: col.groupby(level="dataset").transform(
         "max" if higher[col.name] else "min").eq(col) & col.notna())
     text.columns.name = best.columns.name = None
     keys = text.index.to_frame(index=False)
@@ -227,8 +239,9 @@ def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     longs = {"fedsafe": fedsafe_long(df), "medpfl": medpfl_long(df), "tradeoff": tradeoff_long(df)}
     paths, doc = {}, ["# Comparison\n", NOTES + "\n", missing_section(missing)]
+    flags = rb.flags_by_point(df)
     for name, long in longs.items():
-        text, best = stats_table(long)
+        text, best = rb.with_flags(*stats_table(long, flags), flags)
         paths[name] = {}
         for fmt in FORMATS:
             paths[name][fmt] = out / f"{name}.{fmt}"
