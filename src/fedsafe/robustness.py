@@ -83,12 +83,14 @@ def _black_box_stronger(frame: pd.DataFrame) -> bool:
 
 def _large_eps_robust(frame: pd.DataFrame) -> bool:
     worst = frame[frame["attack"] == WORST]
-    large = worst["norm"].map(LARGE_EPS).le(worst["attack_value"])
+    large = worst["attack_value"] >= worst["norm"].map(LARGE_EPS).astype(float)
     return bool((worst.loc[large, "robust_accuracy"] > 0).any())
 
 
 def _not_trained(frame: pd.DataFrame) -> bool:
-    majority = pd.to_numeric(frame.get("majority_rate"), errors="coerce").dropna()
+    if "majority_rate" not in frame:
+        return False
+    majority = pd.to_numeric(frame["majority_rate"], errors="coerce").dropna()
     return bool(len(majority)) and (
         frame["clean_accuracy"].iloc[0] < majority.iloc[0] + NOT_TRAINED_MARGIN)
 
@@ -103,7 +105,9 @@ def cell_flags(frame: pd.DataFrame) -> str:
     if ev.empty or "robust_accuracy" not in ev:
         return ""
     ev = ev.assign(norm=ev["norm"].fillna("Linf") if "norm" in ev else "Linf",
-                   black_box=ev["black_box"].fillna(False) if "black_box" in ev else False)
+                   black_box=ev["black_box"].fillna(False) if "black_box" in ev else False,
+                   attack_value=pd.to_numeric(ev["attack_value"], errors="coerce"),
+                   robust_accuracy=pd.to_numeric(ev["robust_accuracy"], errors="coerce"))
     return "; ".join(name for name, test in FLAGS.items() if test(ev))
 
 
