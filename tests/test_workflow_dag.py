@@ -28,16 +28,16 @@ def test_seeds_multiply_training_not_data(workdir):
 
 
 @pytest.mark.parametrize("name, counts", [
-    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 4 attacks each
-    ("config", {"prepare_data": 2, "train": 12, "attack": 48}),
-    # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 2 attacks each
-    ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 144}),
+    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 5 attacks each
+    ("config", {"prepare_data": 2, "train": 12, "attack": 60}),
+    # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 4 attacks each
+    ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 288}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each
     ("medpfl", {"prepare_data": 1, "train": 15, "attack": 75}),
-    # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 7 attacks each
-    ("full", {"prepare_data": 4, "train": 252, "attack": 1764}),
-    # every defense: 1 dataset x (1+2+2+2+2+2+2+1+1+1+2+2 = 20); 3 attacks each
-    ("defenses", {"prepare_data": 1, "train": 20, "attack": 60}),
+    # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 11 attacks each
+    ("full", {"prepare_data": 4, "train": 252, "attack": 2772}),
+    # every defense: 1 dataset x (1+2+2+2+2+2+2+1+1+1+2+2 = 20); 4 attacks each
+    ("defenses", {"prepare_data": 1, "train": 20, "attack": 80}),
 ])
 def test_paper_configs_dry_run(name, counts, workdir):
     """The reproduction configs expand to their documented job counts (hand-downloaded data is

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fedsafe.robustness import flag_text  # noqa: E402
 from fedsafe.results import CELL_COLUMNS, KEYS, _family, _worst_case  # noqa: E402
 
 PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
@@ -70,7 +71,7 @@ def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
     if ev.empty or "robust_accuracy" not in ev:
         return _empty(stem, "No evasion attack in this grid")
     norm = ev["norm"].fillna("Linf") if "norm" in ev else "Linf"
-    flagged = ev["flags"].fillna("").ne("") if "flags" in ev else False
+    flagged = flag_text(ev["flags"]).ne("") if "flags" in ev else False
     ev = ev.assign(norm=norm, setting=ev["defense"] + " σ=" + ev["noise_multiplier"].map(
         "{:g}".format) + np.where(flagged, " (flagged)", ""))
     stats = _seed_stats(ev, ["dataset", "attack", "norm", "setting", "attack_value"],

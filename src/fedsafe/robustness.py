@@ -120,13 +120,18 @@ def add_flags(summary: pd.DataFrame) -> pd.DataFrame:
                                                                               name=None)])
 
 
+def flag_text(flags: pd.Series) -> pd.Series:
+    """Flags as strings (a CSV column without any flag reads back as NaN floats)."""
+    return flags.map(lambda v: v if isinstance(v, str) else "")
+
+
 def flags_by_point(df: pd.DataFrame) -> dict[tuple, str]:
     """Per table row (dataset, defense, noise): the union of its seeds' flags."""
     if "flags" not in df:
         return {}
     out = {}
     for key, g in df.groupby(["dataset", "defense", "noise_multiplier"]):
-        names = sorted({f for s in g["flags"].fillna("") for f in str(s).split("; ") if f})
+        names = sorted({f for s in flag_text(g["flags"]) for f in s.split("; ") if f})
         if names:
             out[key] = "; ".join(names)
     return out
