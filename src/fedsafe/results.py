@@ -226,8 +226,12 @@ within a dataset, from the defender's view (highest accuracy; lowest attack succ
 reconstruction quality, membership AUC and epsilon). Clean accuracy: final global model on the full
 test set. ASR (attack success rate): share of correctly classified samples whose prediction the
 attack flips; transfer: share of adversarial examples crafted on one client's copy of the model that
-also fool another client's copy. Trade-off: worst case over attacks (lowest robust accuracy, highest
-SSIM and AUC). Epsilon is `–` where the defense has no formal (epsilon, delta) guarantee."""
+also fool another client's copy. Trade-off: robust accuracy is the per-sample worst case (a test
+sample counts only if it survives every evasion attack of its cell), lowest over eps, on the global
+model and on the clients' received copies; highest SSIM and AUC over attacks. Epsilon is `–` where
+the defense has no formal (epsilon, delta) guarantee. Flags (never bold): `not trained` (clean
+accuracy not 5 points above the majority-class rate), `black-box beats white-box`, `robust acc.
+rises with eps`, `robust at large eps` (signs of gradient masking or a broken evaluation)."""
 
 
 def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str | Path) -> dict:
