@@ -38,9 +38,10 @@ def attacks(eps: list[float], quick: bool) -> dict[str, tuple[str, dict]]:
     aa = {"steps": 100, "n_queries": 5000} if not quick else {"steps": 20, "n_queries": 500}
     return {
         "fgsm": ("fgsm", {}),
-        "pgd_fedsafe (6 x eps/6)": ("pgd", {"steps": 6, "step_fraction": 6, "restarts": 1}),
+        "pgd_fedsafe (6 x eps/6)": ("pgd", {"steps": 6, "step_fraction": 6, "restarts": 1,
+                                            "fgsm_first": False}),
         "pgd (default)": ("pgd", {}),
-        "pgd 50 x 5 restarts": ("pgd", {"steps": 50, "restarts": 5}),
+        "pgd 50 x 5 restarts": ("pgd", {"steps": 50, "restarts": 5, "fgsm_first": False}),
         "apgd-ce (default)": ("apgd", {}),
         "apgd-dlr": ("apgd", {"loss": "dlr"}),
         "square (1000 queries)": ("square", {}),

@@ -55,7 +55,10 @@ def suite(cell):  # noqa: F811
 def test_strength_ordering_on_trained_cell(suite):
     fgsm, pgd, aa = (_acc(suite, a) for a in ("fgsm", "pgd", "autoattack"))
     for eps in EPS:
-        assert pgd[eps] <= fgsm[eps]  # default PGD is never weaker than FGSM
+        assert pgd[eps] <= fgsm[eps]  # default PGD is never weaker than FGSM ...
+        masks = {r["attack"]: rb._mask(row["robust_mask"], N) for r in suite for row in r["rows"]
+                 if row["attack_value"] == eps}
+        assert not (masks["pgd"] & ~masks["fgsm"]).any()  # ... on any sample
         assert aa[eps] <= pgd[eps]  # AutoAttack is never weaker than PGD
     assert pgd[0.0] > 0.5 and pgd[0.05] < pgd[0.0]
 

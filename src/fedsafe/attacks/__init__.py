@@ -37,6 +37,7 @@ EVASION_OPTIONS = {
 PGD_OPTIONS = {
     **EVASION_OPTIONS, "steps": Option(20, int, 1), "norm": _NORM,
     "restarts": Option(2, int, 1, doc="random starts; a sample is robust only if it survives all"),
+    "fgsm_first": Option(True, bool, doc="try the FGSM point first (L∞): never weaker than FGSM"),
     "step_size": Option(None, float, 0.0, low_open=True, optional=True,
                         doc="absolute step; default 2.5 * eps / steps"),
     "step_fraction": Option(None, float, 0.0, low_open=True, optional=True,

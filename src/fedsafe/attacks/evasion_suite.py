@@ -58,10 +58,7 @@ def build(kind: str, options: dict, n_classes: int, random_model: bool = False, 
     if kind == "fgsm":
         return lambda m, eps: ta.FGSM(m, eps=eps)
     if kind == "pgd":
-        cls = ta.PGDL2 if norm == "L2" else ta.PGD
-        return lambda m, eps: worst_of(m, [cls(m, eps=eps, alpha=pgd_step(eps, options),
-                                               steps=int(options["steps"]), random_start=True)
-                                           ] * int(options["restarts"]))
+        return lambda m, eps: worst_of(m, _pgd(m, eps, options))
     if kind == "apgd":
         loss = options["loss"]
         if loss == "dlr":
@@ -81,6 +78,18 @@ def build(kind: str, options: dict, n_classes: int, random_model: bool = False, 
             version = "rand" if random_model else "standard"
         return lambda m, eps: worst_of(m, _autoattack(m, eps, version, options, n_classes, seed))
     raise ValueError(f"unknown evasion attack {kind!r}")
+
+
+def _pgd(model, eps, options) -> list[Attack]:
+    """`restarts` random starts; with `fgsm_first` (L∞) the FGSM point is tried first, so PGD is
+    never weaker than FGSM on any sample, for the price of one gradient."""
+    import torchattacks as ta
+
+    cls = ta.PGDL2 if options["norm"] == "L2" else ta.PGD
+    pgd = cls(model, eps=eps, alpha=pgd_step(eps, options), steps=int(options["steps"]),
+              random_start=True)
+    first = [ta.FGSM(model, eps=eps)] if options["fgsm_first"] and options["norm"] == "Linf" else []
+    return first + [pgd] * int(options["restarts"])
 
 
 def _autoattack(model, eps, version, options, n_classes, seed) -> list[Attack]:
