@@ -22,6 +22,16 @@ BASE = {"dataset": "mri", "defense": "none", "noise_multiplier": 0.0, "seed": 0,
         "clean_accuracy": 0.9}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """As attack jobs run: many small attack steps on a busy machine are far faster on one
+    thread than on oversubscribed ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _results(ctx, attacks: dict) -> list[dict]:
     """Attack JSONs as the attack job writes them."""
     return [{"attack": name, "type": name, "family": "evasion", "rows": run(ctx, opts)}

@@ -83,8 +83,8 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
         delta = (adv - x).flatten(1)
         row = {"attack_param": "eps", "attack_value": float(eps),
                "norm": options.get("norm", "L2" if kind == "cw" else "Linf"),
-               "black_box": kind in BLACK_BOX, "clean_accuracy": correct.float().mean().item(),
-               "robust_accuracy": robust.float().mean().item(),
+               "black_box": kind in BLACK_BOX, "clean_accuracy": _share(correct),
+               "robust_accuracy": _share(robust),
                "attack_success_rate": _flip_rate(correct, robust),
                "linf_max": delta.abs().max().item(), "l2_max": delta.norm(dim=1).max().item(),
                "n_samples": len(y), "majority_rate": majority,
@@ -99,6 +99,10 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
         row["attack_seconds"] = time.time() - t0
         rows.append(row)
     return rows
+
+
+def _share(mask: torch.Tensor) -> float:
+    return int(mask.sum()) / len(mask)
 
 
 def _nanmean(values) -> float:
@@ -122,7 +126,7 @@ def _client_threat(make, model, adv_global, copies, x, y, batch, seed, eps) -> d
         own_correct = preds[i] == y
         robust = own_correct & (predict(copies[i], adv) == y)
         own_asr.append(_flip_rate(own_correct, robust))
-        own_robust.append(robust.float().mean().item())
+        own_robust.append(_share(robust))
         masks.append(bits(robust))
         own_fooled = own_correct & ~robust
         for j, target in enumerate(copies):
