@@ -143,8 +143,11 @@ def fedsafe_long(df: pd.DataFrame) -> pd.DataFrame:
     ev = _family(df, "evasion")
     ev = ev[pd.to_numeric(ev["attack_value"], errors="coerce").ne(0)]  # eps 0 = clean accuracy
     metrics = {"attack_success_rate": "ASR", "transfer_rate": "transfer"}
+    transfer = ev[ev["attack"] != rb.WORST]  # the worst case is per sample, not per example
     return pd.concat([_long(df, "clean_accuracy", "clean acc.")] + [
-        _column(ev, s, m, label) for m, label in metrics.items() for s in _settings(ev, True)])
+        _column(ev if m != "transfer_rate" else transfer, s, m, label)
+        for m, label in metrics.items()
+        for s in _settings(ev if m != "transfer_rate" else transfer, True)])
 
 
 def medpfl_long(df: pd.DataFrame) -> pd.DataFrame:
