@@ -144,6 +144,27 @@ def test_gradient_masking_is_flagged(cell):  # noqa: F811
     assert "black-box beats white-box" in _summary(results)["flags"].iloc[0]
 
 
+class _Random(_Masked):
+    """Random at inference (input noise): AutoAttack's `auto` version switches to `rand` (EOT)."""
+
+    def forward(self, x):
+        return self.inner(x + 0.01 * torch.randn_like(x))
+
+
+class _RandomContext(AttackContext):
+    def new_model(self, weights=None):
+        return _Random(super().new_model(weights)).eval()
+
+
+def test_autoattack_rand_on_a_random_model(cell):  # noqa: F811
+    spec, data, init, trained = cell
+    ctx = _RandomContext({**spec, "parts": ["none"], "options": {}}, data, trained, {0: init}, {})
+    row = run_autoattack(ctx, {"eps": [0.05], "n_samples": 20, "steps": 5, "eot_iter": 2,
+                               "transfer": False})[0]
+    assert row["random_model"] and row["autoattack_version"] == "rand"
+    assert row["robust_accuracy"] < row["clean_accuracy"]
+
+
 def test_one_class_model_is_not_trained_and_never_best():
     rows = []
     for defense, clean in (("none", 0.8), ("one_class", 0.34)):

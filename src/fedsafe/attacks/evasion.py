@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fedsafe.attacks.context import AttackContext
-from fedsafe.attacks.evasion_suite import build, predict
+from fedsafe.attacks.evasion_suite import autoattack_version, build, predict
 from fedsafe.federation.local import to_tensor
 
 BLACK_BOX = {"square"}
@@ -67,7 +67,8 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
     batch = int(options["batch_size"])
     model = ctx.new_model()
     n_classes = len(ctx.data.manifest["class_names"])
-    make = build(kind, options, n_classes, _random_at_inference(model, x), ctx.seed)
+    random_model = _random_at_inference(model, x)
+    make = build(kind, options, n_classes, random_model, ctx.seed)
     correct = predict(model, x) == y
     # Randomised (downlink-noised) copies: average over `draws` independent noise draws, so one
     # lucky draw cannot make the defense look robust.
@@ -87,8 +88,10 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
                "robust_accuracy": _share(robust),
                "attack_success_rate": _flip_rate(correct, robust),
                "linf_max": delta.abs().max().item(), "l2_max": delta.norm(dim=1).max().item(),
-               "n_samples": len(y), "majority_rate": majority,
+               "n_samples": len(y), "majority_rate": majority, "random_model": random_model,
                "clean_mask": bits(correct), "robust_mask": bits(robust)}
+        if kind == "autoattack":
+            row["autoattack_version"] = autoattack_version(options, random_model)
         if draws:
             parts = [_client_threat(make, model, adv, copies, x, y, batch,
                                     ctx.seed + 1000 * (d + 1), float(eps))

@@ -73,11 +73,15 @@ def build(kind: str, options: dict, n_classes: int, random_model: bool = False, 
     if kind == "cw":
         return _cw(options)
     if kind == "autoattack":
-        version = options["version"]
-        if version == "auto":
-            version = "rand" if random_model else "standard"
+        version = autoattack_version(options, random_model)
         return lambda m, eps: worst_of(m, _autoattack(m, eps, version, options, n_classes, seed))
     raise ValueError(f"unknown evasion attack {kind!r}")
+
+
+def autoattack_version(options: dict, random_model: bool) -> str:
+    if options["version"] != "auto":
+        return options["version"]
+    return "rand" if random_model else "standard"
 
 
 def _pgd(model, eps, options) -> list[Attack]:
