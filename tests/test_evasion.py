@@ -1,5 +1,6 @@
-"""Evasion measured to the RobustBench standard, on a small trained cell: attack strength ordering,
-the per-sample worst case, both threat models, the fake-defense flags and parse-time option checks."""
+"""Evasion measured to the RobustBench standard, on a small trained cell: attack strength
+ordering, the per-sample worst case, both threat models, the fake-defense flags and parse-time
+option checks."""
 
 import numpy as np
 import pandas as pd
