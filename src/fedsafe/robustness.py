@@ -62,6 +62,17 @@ def worst_case_rows(base: dict, results: list[dict]) -> list[dict]:
     return rows
 
 
+def _large(frame: pd.DataFrame) -> pd.Series:
+    norm = frame["norm"].fillna("Linf") if "norm" in frame else pd.Series("Linf", frame.index)
+    return pd.to_numeric(frame["attack_value"], errors="coerce") >= norm.map(LARGE_EPS).astype(
+        float)
+
+
+def below_large_eps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows below the large-eps sanity budget: what a robustness summary should rank."""
+    return frame[~_large(frame)] if len(frame) else frame
+
+
 def _rises(frame: pd.DataFrame) -> bool:
     """Robust accuracy rising with eps by more than the tolerance, within one attack and norm."""
     for _, g in frame.groupby(["attack", "norm"]):
@@ -83,8 +94,7 @@ def _black_box_stronger(frame: pd.DataFrame) -> bool:
 
 def _large_eps_robust(frame: pd.DataFrame) -> bool:
     worst = frame[frame["attack"] == WORST]
-    large = worst["attack_value"] >= worst["norm"].map(LARGE_EPS).astype(float)
-    return bool((worst.loc[large, "robust_accuracy"] > 0).any())
+    return bool((worst.loc[_large(worst), "robust_accuracy"] > 0).any()) if len(worst) else False
 
 
 def _not_trained(frame: pd.DataFrame) -> bool:
