@@ -231,8 +231,8 @@ reconstruction quality, membership AUC and epsilon). Clean accuracy: final globa
 test set. ASR (attack success rate): share of correctly classified samples whose prediction the
 attack flips; transfer: share of adversarial examples crafted on one client's copy of the model that
 also fool another client's copy. Trade-off: robust accuracy is the per-sample worst case (a test
-sample counts only if it survives every evasion attack of its cell), lowest over eps < 0.3, on the global
-model and on the clients' received copies; highest SSIM and AUC over attacks. Epsilon is `–` where
+sample counts only if it survives every evasion attack of its cell), lowest over eps < 0.3, on the
+global model and on the clients' received copies; highest SSIM and AUC over attacks. Epsilon is `–` where
 the defense has no formal (epsilon, delta) guarantee. Flags (never bold): `not trained` (clean
 accuracy not 5 points above the majority-class rate), `black-box beats white-box`, `robust acc.
 rises with eps`, `robust at large eps` (signs of gradient masking or a broken evaluation)."""
