@@ -120,7 +120,7 @@ def main(argv=None, **_) -> dict:
             f"{ctx.train_result['clean_accuracy']:.3f}), {n} fixed test samples, eps {eps} "
             f"(L∞) and CW's L2 radii; robust accuracy (correct both clean and attacked). Cost: "
             "process CPU time per sample per eps, one thread, global model only.\n\n"
-            + table(rows)
+            + table(rows, list(dict.fromkeys(k for r in rows for k in r)))
             + f"\n- default PGD vs PGD-50x5: largest gap {gap:+.3f} "
             f"({'MET' if gap <= TARGET_POINTS else 'NOT MET'}, target <= {TARGET_POINTS})\n"
             f"- default PGD weaker than FGSM at: {weaker or 'no eps'}\n"
