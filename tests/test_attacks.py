@@ -10,7 +10,9 @@ from conftest import base_config
 
 from fedsafe import config as fc
 from fedsafe.attacks.context import AttackContext
-from fedsafe.attacks.evasion import _attack_factory, run_fgsm, run_pgd
+from fedsafe.attacks import PGD_OPTIONS
+from fedsafe.attacks.evasion import run_fgsm, run_pgd
+from fedsafe.attacks.evasion_suite import build
 from fedsafe.attacks.gradient_inversion import run_idlg
 from fedsafe.attacks.membership import run_mia_loss
 from fedsafe.data.prepare import load_prepared, prepare
@@ -70,7 +72,8 @@ def test_pgd_stays_in_ball_and_pixel_range(cell):
     x = to_tensor(ctx.data.test[0][:32])
     y = torch.from_numpy(ctx.data.test[1][:32]).long()
     for norm in ("Linf", "L2"):
-        adv = _attack_factory("pgd", 0.05, {"steps": 5, "norm": norm})(ctx.new_model())(x, y)
+        opts = {**{k: o.default for k, o in PGD_OPTIONS.items()}, "steps": 5, "norm": norm}
+        adv = build("pgd", opts, 3)(ctx.new_model(), 0.05)(x, y)
         assert adv.min() >= 0 and adv.max() <= 1
         dist = (adv - x).flatten(1)
         size = dist.abs().max(1).values if norm == "Linf" else dist.norm(dim=1)

@@ -28,19 +28,19 @@ def test_seeds_multiply_training_not_data(workdir):
 
 
 @pytest.mark.parametrize("name, counts", [
-    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 4 attacks each, and the privacy
+    # the default grid: 2 datasets x (1 + 2 + 2 + 1) trainings; 5 attacks each, and the privacy
     # audit of its one audited cell
-    ("config", {"prepare_data": 2, "train": 12, "attack": 49}),
-    # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 2 attacks each
-    ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 144}),
+    ("config", {"prepare_data": 2, "train": 12, "attack": 61}),
+    # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 4 attacks each
+    ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 288}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each
     ("medpfl", {"prepare_data": 1, "train": 15, "attack": 75}),
-    # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 10 attacks each, the audit on the
+    # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 14 attacks each, the audit on the
     # 6 dp_sgd and dp_fedavg cells; reference models once per dataset and seed
-    ("full", {"prepare_data": 4, "train": 252, "attack": 2592, "reference": 12}),
+    ("full", {"prepare_data": 4, "train": 252, "attack": 3600, "reference": 12}),
     # every defense: 2 datasets (one of small-data clients) x (20 cells + 2 privacy-budget cells
-    # = 22); 5 attacks each, the audit on the 4 dp_sgd and dp_fedavg cells per dataset
-    ("defenses", {"prepare_data": 2, "train": 44, "attack": 228, "reference": 2}),
+    # = 22); 6 attacks each, the audit on the 4 dp_sgd and dp_fedavg cells per dataset
+    ("defenses", {"prepare_data": 2, "train": 44, "attack": 272, "reference": 2}),
     # 1 dataset x (1 + 3 + 2); 5 attacks each, the audit on the 5 DP cells
     ("audit", {"prepare_data": 1, "train": 6, "attack": 35, "reference": 1}),
 ])

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fedsafe.results import CELL_COLUMNS, KEYS, _family  # noqa: E402
+from fedsafe.robustness import flag_text  # noqa: E402
+from fedsafe.results import CELL_COLUMNS, KEYS, _family, _worst_case  # noqa: E402
 
 PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
 MARKERS = "osD^vP*X"
@@ -70,21 +71,35 @@ def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, st
 
 
 def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
+    """One panel per dataset, attack and norm; the `worst_case` panels (per sample, over every
+    evasion attack of a cell) are the robust accuracy to read."""
     ev = _family(df, "evasion")
     if ev.empty or "robust_accuracy" not in ev:
         return _empty(stem, "No evasion attack in this grid")
-    ev = ev.assign(setting=ev["defense"] + " σ=" + ev["noise_multiplier"].map("{:g}".format))
-    stats = _seed_stats(ev, ["dataset", "attack", "setting", "attack_value"], "robust_accuracy")
-    panels = stats.groupby(["dataset", "attack"])
-    fig, axes = plt.subplots(1, panels.ngroups, figsize=(4.5 * panels.ngroups, 3.6),
+    norm = ev["norm"].fillna("Linf") if "norm" in ev else "Linf"
+    flagged = flag_text(ev["flags"]).ne("") if "flags" in ev else False
+    ev = ev.assign(norm=norm, setting=ev["defense"] + " σ=" + ev["noise_multiplier"].map(
+        "{:g}".format) + np.where(flagged, " (flagged)", ""))
+    stats = _seed_stats(ev, ["dataset", "attack", "norm", "setting", "attack_value"],
+                        "robust_accuracy")
+    stats = stats.assign(order=stats["attack"].ne("worst_case")).sort_values(
+        ["dataset", "order", "attack"], kind="stable")  # worst case first in each row
+    rows = {d: list(g.groupby(["attack", "norm"], sort=False)) for d, g in
+            stats.groupby("dataset", sort=False)}
+    ncols = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(4.5 * ncols, 3.6 * len(rows)),
                              squeeze=False, sharey=True)
-    for ax, ((dataset, attack), p) in zip(axes[0], panels):
-        for setting, g in p.groupby("setting"):
-            ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=g["err"], marker="o",
-                        capsize=3, label=setting)
-        ax.set(title=f"{dataset}: {attack}", xlabel="perturbation budget ε (L∞, pixels in [0,1])",
-               ylabel="robust accuracy")
-        ax.grid(alpha=0.3)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (dataset, panels) in enumerate(rows.items()):
+        for ax, ((attack, norm), p) in zip(axes[i], panels):
+            ax.set_axis_on()
+            for setting, g in p.groupby("setting"):
+                ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=g["err"],
+                            marker="o", capsize=3, label=setting)
+            ax.set(title=f"{dataset}: {attack}", ylabel="robust accuracy",
+                   xlabel=f"perturbation budget ε ({norm}, pixels in [0,1])")
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, title="defense, noise")
     fig.suptitle("Robust accuracy vs attack strength (mean, 95% t interval over seeds)")
     _save(fig, stem)
@@ -94,8 +109,8 @@ def frontier(df: pd.DataFrame, stem: Path) -> None:
     """Privacy (epsilon, reconstruction SSIM) against utility (clean accuracy) and robustness
     (worst-case robust accuracy), one point per defense and noise multiplier."""
     cells = df.drop_duplicates(CELL_COLUMNS)[CELL_COLUMNS + ["clean_accuracy", "epsilon"]]
-    for family, metric, how in (("evasion", "robust_accuracy", "min"), ("inversion", "ssim", "max")):
-        frame = _family(df, family)
+    for frame, metric, how in ((_worst_case(df), "robust_accuracy", "min"),
+                               (_family(df, "inversion"), "ssim", "max")):
         if metric in frame and frame[metric].notna().any():
             cells = cells.merge(_per_cell(frame, metric, how), on=CELL_COLUMNS, how="left")
     cells["epsilon"] = pd.to_numeric(cells["epsilon"], errors="coerce").replace(np.inf, np.nan)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedsafe import config as fc
+from fedsafe import robustness as rb
 
 CELL_COLUMNS = ["dataset", "defense", "noise_multiplier", "seed"]
 KEYS = ["dataset", "defense", "noise_multiplier"]  # a table row: one grid point, all seeds
@@ -85,18 +86,20 @@ def summarise(expected: list[dict], config_hash: str) -> tuple[pd.DataFrame, pd.
                 problem(f"attack:{a['attack']}", cell, "not run (no model)", a["file"])
             continue
         base = {"config_hash": config_hash, **_train_row(train)}
-        attack_rows = []
+        attack_rows, loaded = [], []
         for a in cell["attacks"]:
             res, status = _load(a["file"], spec_hash(a["spec"]), ("attack", "type", "options"))
             if res is None:
                 problem(f"attack:{a['attack']}", cell, status, a["file"])
                 continue
+            loaded.append(res)
             for r in res["rows"]:
-                r = dict(r)
+                r = rb.without_masks(r)
                 r["eval_clean_accuracy"] = r.pop("clean_accuracy", None)
                 attack_rows.append({**base, "attack": res["attack"], "attack_type": res["type"],
                                     "family": res["family"], **r,
                                     "attack_job_seconds": res["seconds"]})
+        attack_rows += rb.worst_case_rows(base, loaded)
         rows += attack_rows or [base]  # a trained cell without attack results still shows
     summary = pd.DataFrame(rows, columns=list(dict.fromkeys(
         ["config_hash", "spec_hash", *CELL_COLUMNS, "attack", "attack_type", "family",
@@ -104,7 +107,7 @@ def summarise(expected: list[dict], config_hash: str) -> tuple[pd.DataFrame, pd.
     summary = summary.sort_values(CELL_COLUMNS + ["attack", "attack_value"], kind="stable",
                                   key=lambda s: s.astype(str) if s.name == "attack_value" else s)
     missing = pd.DataFrame(problems, columns=["cell", "job", "status", "file"])
-    return summary, missing
+    return rb.add_flags(summary), missing
 
 
 # ---- tables ----
@@ -147,8 +150,11 @@ def fedsafe_long(df: pd.DataFrame) -> pd.DataFrame:
     ev = _family(df, "evasion")
     ev = ev[pd.to_numeric(ev["attack_value"], errors="coerce").ne(0)]  # eps 0 = clean accuracy
     metrics = {"attack_success_rate": "ASR", "transfer_rate": "transfer"}
+    transfer = ev[ev["attack"] != rb.WORST]  # the worst case is per sample, not per example
     return pd.concat([_long(df, "clean_accuracy", "clean acc.")] + [
-        _column(ev, s, m, label) for m, label in metrics.items() for s in _settings(ev, True)])
+        _column(ev if m != "transfer_rate" else transfer, s, m, label)
+        for m, label in metrics.items()
+        for s in _settings(ev if m != "transfer_rate" else transfer, True)])
 
 
 def medpfl_long(df: pd.DataFrame) -> pd.DataFrame:
@@ -159,8 +165,16 @@ def medpfl_long(df: pd.DataFrame) -> pd.DataFrame:
         _column(inv, s, m, label) for s in _settings(inv) for m, label in metrics.items()])
 
 
+def _worst_case(df: pd.DataFrame) -> pd.DataFrame:
+    """The per-sample worst case over a cell's evasion attacks (`fedsafe.robustness`), without
+    the large-eps sanity points (where every model must fall to 0)."""
+    ev = _family(df, "evasion")
+    return rb.below_large_eps(ev[ev["attack"] == rb.WORST])
+
+
 def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
-    """Worst case over attacks per seed: the lowest robust accuracy, the highest SSIM and AUC."""
+    """Worst case per seed: robust accuracy per sample over every evasion attack (the lowest over
+    eps), the highest SSIM and AUC over attacks."""
     def worst(frame, metric, how, column):
         if metric not in frame or frame.empty:
             return pd.DataFrame()
@@ -169,7 +183,8 @@ def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
 
     return pd.concat([
         _long(df, "clean_accuracy", "clean acc."),
-        worst(_family(df, "evasion"), "robust_accuracy", "min", "robust acc."),
+        worst(_worst_case(df), "robust_accuracy", "min", "robust acc."),
+        worst(_worst_case(df), "client_robust_accuracy", "min", "client robust acc."),
         inversion_worst_case(_family(df, "inversion")),
         worst(_family(df, "membership"), "auc", "max", "membership AUC"),
         _long(df, "epsilon", "epsilon"),
@@ -233,15 +248,18 @@ def inversion_worst_case(inv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).assign(column="recon. SSIM", metric="ssim")
 
 
-def stats_table(long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stats_table(long: pd.DataFrame, flagged=()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(text, best): `mean ± half-width of the 95% t interval` over seeds per grid point and
-    column, and a mask of the cells marked best per column within each dataset (`best_cells`)."""
+    column, and a mask of the cells marked best per column within each dataset (`best_cells`);
+    `flagged` grid points (dataset, defense, noise) are never best."""
     if long.empty or long["value"].isna().all():
         return pd.DataFrame(columns=KEYS), pd.DataFrame(columns=KEYS)
     order = list(dict.fromkeys(long["column"]))
     text = long.groupby(KEYS + ["column"], sort=False)["value"].agg(_mean_interval)
     text = text.unstack("column")[order].sort_index()
-    best = best_cells(long).reindex(index=text.index, columns=order, fill_value=False)
+    rankable = long[[k not in set(flagged) for k in
+                     zip(long["dataset"], long["defense"], long["noise_multiplier"])]]
+    best = best_cells(rankable).reindex(index=text.index, columns=order, fill_value=False)
     text.columns.name = best.columns.name = None
     keys = text.index.to_frame(index=False)
     keys["noise_multiplier"] = keys["noise_multiplier"].map("{:g}".format)
@@ -295,13 +313,18 @@ NOTES = """Mean ± half-width of the 95% Student-t interval over seeds (a single
 and no interval). **Bold**: within a dataset and column, the best value from the defender's view
 (highest accuracy; lowest attack success, transfer, reconstruction quality, membership AUC and
 epsilon) and every value not significantly worse in a paired t-test over seeds (95%): tied cells
-are bold together; with one seed nothing is bold, since no difference can be shown. Clean accuracy: final global model on the full
-test set. ASR (attack success rate): share of correctly classified samples whose prediction the
+are bold together; with one seed nothing is bold, since no difference can be shown. Clean
+accuracy: final global model on the full test set. ASR (attack success rate): share of correctly classified samples whose prediction the
 attack flips; transfer: share of adversarial examples crafted on one client's copy of the model that
-also fool another client's copy. Trade-off: worst case over attacks (lowest robust accuracy, highest
-SSIM and AUC). Epsilon is `–` where the defense has no formal (epsilon, delta) guarantee. Audit ε:
-the one-run privacy audit's 95%-confidence lower bound (audited cells only), to read beside the
-accountant's epsilon (an upper bound); their ratio shows how tight the accounting is."""
+also fool another client's copy. Trade-off: robust accuracy is the per-sample worst case (a test
+sample counts only if it survives every evasion attack of its cell), lowest over eps < 0.3, on the
+global model and on the clients' received copies; recon. SSIM is per image the best
+reconstruction over the cell's inversion attacks; membership AUC the highest over attacks. Epsilon
+is `–` where the defense has no formal (epsilon, delta) guarantee. Audit ε: the one-run privacy
+audit's 95%-confidence lower bound (audited cells only), to read beside the accountant's epsilon
+(an upper bound); their ratio shows how tight the accounting is. Flags (never bold): `not trained`
+(clean accuracy not 5 points above the majority-class rate), `black-box beats white-box`, `robust
+acc. rises with eps`, `robust at large eps` (signs of gradient masking or a broken evaluation)."""
 
 
 def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str | Path) -> dict:
@@ -314,8 +337,9 @@ def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str 
     longs = {"fedsafe": fedsafe_long(df), "medpfl": medpfl_long(df), "tradeoff": tradeoff_long(df)}
     paths, doc = {}, ["# Comparison\n", violation_section(df), NOTES + "\n",
                       missing_section(missing), stopped_section(df)]
+    flags = rb.flags_by_point(df)
     for name, long in longs.items():
-        text, best = stats_table(long)
+        text, best = rb.with_flags(*stats_table(long, flags), flags)
         paths[name] = {}
         for fmt in FORMATS:
             paths[name][fmt] = out / f"{name}.{fmt}"

@@ -20,7 +20,9 @@ class AttackSpec:
     needs_reference: bool = False  # reads the dataset's reference models (rules/reference.smk)
 
 
-EVASION = "white-box on the final global model; transfer between clients' received copies"
+EVASION = ("white-box on the final global model and on each client's received copy; transfer "
+           "between the copies")
+BLACK_BOX = "black-box (scores only) on the final global model and each client's received copy"
 INVERSION = ("honest-but-curious server inverts the victim's update as it received it in an observed "
              "round, after the client's defense (only the aggregate under secagg)")
 MEMBERSHIP = "black-box queries to the final global model; members = clients' training samples"
@@ -31,17 +33,45 @@ AUDIT = ("one-run privacy audit: canaries inserted in audited cells, each with p
 
 _EPS = Option([8 / 255], float, 0.0, 1.0, many=True, doc="perturbation budgets (one row each)")
 _N = Option(500, int, 1, doc="test samples attacked")
+_NORM = Option("Linf", str, choices=("Linf", "L2"))
 EVASION_OPTIONS = {
     "eps": _EPS, "n_samples": _N, "batch_size": Option(250, int, 1),
-    "transfer": Option(True, bool, doc="transfer between clients' received copies"),
-    "draws": Option(1, int, 1, doc="downlink-noise draws the transfer metrics average over"),
+    "transfer": Option(True, bool, doc="attack each client's received copy, transfer between them"),
+    "draws": Option(1, int, 1, doc="downlink-noise draws the client metrics average over"),
 }
 PGD_OPTIONS = {
-    **EVASION_OPTIONS, "steps": Option(10, int, 1),
+    **EVASION_OPTIONS, "steps": Option(20, int, 1), "norm": _NORM,
+    "restarts": Option(2, int, 1, doc="random starts; a sample is robust only if it survives all"),
+    "fgsm_first": Option(True, bool, doc="try the FGSM point first (L∞): never weaker than FGSM"),
     "step_size": Option(None, float, 0.0, low_open=True, optional=True,
-                        doc="absolute step; default eps / step_fraction"),
-    "step_fraction": Option(4.0, float, 0.0, low_open=True),
-    "norm": Option("Linf", str, choices=("Linf", "L2")),
+                        doc="absolute step; default 2.5 * eps / steps"),
+    "step_fraction": Option(None, float, 0.0, low_open=True, optional=True,
+                            doc="step = eps / step_fraction (Fed-Safe: 6 steps of eps/6)"),
+}
+APGD_OPTIONS = {
+    **EVASION_OPTIONS, "steps": Option(50, int, 1), "norm": _NORM,
+    "restarts": Option(1, int, 1), "loss": Option("ce", str, choices=("ce", "dlr")),
+    "eot_iter": Option(1, int, 1, doc="gradient samples per step (EOT) for random models"),
+    "rho": Option(0.75, float, 0.0, 1.0, low_open=True),
+}
+CW_OPTIONS = {
+    **EVASION_OPTIONS,
+    "eps": Option([0.25, 0.5, 1.0], float, 0.0, many=True,
+                  doc="L2 radii: the minimal perturbation found is scored within each"),
+    "c": Option(1.0, float, 0.0, low_open=True), "kappa": Option(0.0, float, 0.0),
+    "steps": Option(100, int, 1), "lr": Option(0.01, float, 0.0, low_open=True),
+}
+SQUARE_OPTIONS = {
+    **EVASION_OPTIONS, "norm": _NORM, "n_queries": Option(1000, int, 1, doc="query budget"),
+    "restarts": Option(1, int, 1), "p_init": Option(0.8, float, 0.0, 1.0, low_open=True),
+}
+AUTOATTACK_OPTIONS = {
+    **EVASION_OPTIONS, "norm": _NORM,
+    "version": Option("auto", str, choices=("auto", "standard", "rand"),
+                      doc="auto: rand (EOT) where the model is random at inference, else standard"),
+    "steps": Option(100, int, 1, doc="APGD iterations"),
+    "n_queries": Option(5000, int, 1, doc="Square's query budget"),
+    "eot_iter": Option(20, int, 1, doc="EOT samples per step (version rand)"),
 }
 INVERSION_OPTIONS = {
     "round": Option(None, int, 1, optional=True,
@@ -81,6 +111,12 @@ AUDIT_OPTIONS = {
 ATTACKS: dict[str, AttackSpec] = {
     "fgsm": AttackSpec("fedsafe.attacks.evasion:run_fgsm", "evasion", EVASION, EVASION_OPTIONS),
     "pgd": AttackSpec("fedsafe.attacks.evasion:run_pgd", "evasion", EVASION, PGD_OPTIONS),
+    "apgd": AttackSpec("fedsafe.attacks.evasion:run_apgd", "evasion", EVASION, APGD_OPTIONS),
+    "cw": AttackSpec("fedsafe.attacks.evasion:run_cw", "evasion", EVASION, CW_OPTIONS),
+    "square": AttackSpec("fedsafe.attacks.evasion:run_square", "evasion", BLACK_BOX,
+                         SQUARE_OPTIONS),
+    "autoattack": AttackSpec("fedsafe.attacks.evasion:run_autoattack", "evasion", EVASION,
+                             AUTOATTACK_OPTIONS),
     "dlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_dlg", "inversion", INVERSION, INVERSION_OPTIONS),
     "idlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_idlg", "inversion", INVERSION,
                        INVERSION_OPTIONS),

@@ -1,11 +1,20 @@
-"""Test-time evasion attacks with torchattacks, on the models the federation really produced.
+"""Test-time evasion attacks (torchattacks, built in `evasion_suite`) on the models the federation
+really produced.
 
-Two threat models, as in Fed-Safe: (1) white-box on the final global model; (2) a malicious client
-crafts adversarial examples on the copy of the model it received (noised by any downlink defense)
-and they are scored on itself and transferred to every other client's copy.
-Metrics: robust accuracy; attack success rate (ASR) = share of correctly classified samples whose
-prediction flips; transfer rate = share of a source client's successful examples that also fool a
-target client that classified the clean sample correctly, averaged over ordered client pairs.
+Two white-box threat models, reported separately: (1) the final global model (`robust_accuracy`);
+(2) a malicious client attacks the copy of the model it received, noised by any downlink defense
+(`client_robust_accuracy`, mean over clients and noise draws); its examples are then transferred
+to every other client's copy, as in Fed-Safe.
+Metrics: robust accuracy = share of samples classified correctly both clean and under attack
+(RobustBench's definition: a misclassified clean sample is never robust); attack success rate
+(ASR) = share of correctly classified samples whose prediction flips; transfer rate = share of a
+source client's successful examples that also fool a target client that classified the clean
+sample correctly, averaged over ordered client pairs.
+
+Every row also carries per-sample masks ('1' = robust) over the cell's fixed test subset, so the
+results can take the per-sample worst case over all attacks of a cell (fedsafe.robustness).
+The subset depends only on the cell's seed and `n_samples` (a prefix of one seeded permutation),
+so every attack of a cell sees the same samples.
 """
 
 import time
@@ -14,96 +23,132 @@ import numpy as np
 import torch
 
 from fedsafe.attacks.context import AttackContext
+from fedsafe.attacks.evasion_suite import autoattack_version, build, predict
 from fedsafe.federation.local import to_tensor
 
-
-def _attack_factory(kind: str, eps: float, options: dict):
-    import torchattacks
-
-    steps = int(options.get("steps", 10))
-    step = float(options.get("step_size") or eps / float(options.get("step_fraction", 4)))
-    if kind == "fgsm":
-        return lambda m: torchattacks.FGSM(m, eps=eps)
-    if options.get("norm", "Linf") == "L2":
-        return lambda m: torchattacks.PGDL2(m, eps=eps, alpha=step, steps=steps, random_start=True)
-    return lambda m: torchattacks.PGD(m, eps=eps, alpha=step, steps=steps, random_start=True)
+BLACK_BOX = {"square"}
 
 
-@torch.no_grad()
-def _predict(model, x, batch_size=256):
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
-def _craft(make_attack, model, x, y, batch_size, seed):
-    torch.manual_seed(seed)  # random start
-    attack = make_attack(model)
-    return torch.cat([attack(x[i:i + batch_size], y[i:i + batch_size])
-                      for i in range(0, len(x), batch_size)])
-
-
-def _test_subset(ctx: AttackContext, n: int):
+def eval_subset(ctx: AttackContext, n: int):
     x, y = ctx.data.test
     idx = np.random.default_rng(ctx.seed).permutation(len(y))[:n]
     return to_tensor(x[idx]).to(ctx.device), torch.from_numpy(y[idx]).long().to(ctx.device)
 
 
+def bits(mask: torch.Tensor) -> str:
+    return "".join("1" if v else "0" for v in mask.tolist())
+
+
+def _craft(make, model, eps, x, y, batch_size, seed):
+    if eps == 0:
+        return x
+    torch.manual_seed(seed)  # random starts
+    attack = make(model, eps)
+    return torch.cat([attack(x[i:i + batch_size], y[i:i + batch_size])
+                      for i in range(0, len(x), batch_size)])
+
+
+def _random_at_inference(model, x) -> bool:
+    """A model whose output differs between two identical queries needs EOT (AutoAttack 'rand')."""
+    with torch.no_grad():
+        return not torch.equal(model(x[:8]), model(x[:8]))
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]:
-    x, y = _test_subset(ctx, int(options.get("n_samples", 500)))
-    batch = int(options.get("batch_size", 250))
+    from fedsafe.attacks import ATTACKS
+    from fedsafe.options import resolve
+
+    options = resolve(ATTACKS[kind].options, options)  # jobs pass them resolved; tests need not
+    x, y = eval_subset(ctx, int(options["n_samples"]))
+    batch = int(options["batch_size"])
     model = ctx.new_model()
-    clean_pred = _predict(model, x)
-    correct = clean_pred == y
+    n_classes = len(ctx.data.manifest["class_names"])
+    random_model = _random_at_inference(model, x)
+    make = build(kind, options, n_classes, random_model, ctx.seed)
+    correct = predict(model, x) == y
     # Randomised (downlink-noised) copies: average over `draws` independent noise draws, so one
     # lucky draw cannot make the defense look robust.
-    draws = ([ctx.client_copies(d) for d in range(int(options.get("draws", 1)))]
-             if options.get("transfer", True) else [])
+    draws = ([ctx.client_copies(d) for d in range(int(options["draws"]))]
+             if options["transfer"] else [])
+    test_y = ctx.data.test[1]
+    majority = float(np.bincount(test_y).max() / len(test_y))
     rows = []
-    for eps in options.get("eps", [8 / 255]):
+    for eps in options["eps"]:
         t0 = time.time()
-        make = _attack_factory(kind, float(eps), options)
-        adv = _craft(make, model, x, y, batch, ctx.seed) if eps > 0 else x
-        adv_pred = _predict(model, adv)
+        adv = _craft(make, model, float(eps), x, y, batch, ctx.seed)
+        robust = correct & (predict(model, adv) == y)
+        delta = (adv - x).flatten(1)
         row = {"attack_param": "eps", "attack_value": float(eps),
-               "clean_accuracy": correct.float().mean().item(),
-               "robust_accuracy": (adv_pred == y).float().mean().item(),
-               "attack_success_rate": _flip_rate(correct, adv_pred, y),
-               "linf_max": (adv - x).abs().max().item(), "n_samples": len(y)}
-        if draws and len(draws[0]) > 1:
-            parts = [_transfer(make, copies, x, y, batch, ctx.seed + 1000 * d, eps)
+               "norm": options.get("norm", "L2" if kind == "cw" else "Linf"),
+               "black_box": kind in BLACK_BOX, "clean_accuracy": _share(correct),
+               "robust_accuracy": _share(robust),
+               "attack_success_rate": _flip_rate(correct, robust),
+               "linf_max": delta.abs().max().item(), "l2_max": delta.norm(dim=1).max().item(),
+               "n_samples": len(y), "majority_rate": majority, "random_model": random_model,
+               "clean_mask": bits(correct), "robust_mask": bits(robust)}
+        if kind == "autoattack":
+            row["autoattack_version"] = autoattack_version(options, random_model)
+        if draws:
+            parts = [_client_threat(make, model, adv, copies, x, y, batch,
+                                    ctx.seed + 1000 * (d + 1), float(eps))
                      for d, copies in enumerate(draws)]
-            row.update({k: float(np.nanmean([p[k] for p in parts])) for k in parts[0]},
-                       noise_draws=len(draws))
+            masks = [m for p in parts for m in p.pop("masks")]
+            row.update({k: _nanmean([p[k] for p in parts]) for k in parts[0]},
+                       noise_draws=len(draws), client_robust_masks=masks)
         row["attack_seconds"] = time.time() - t0
         rows.append(row)
     return rows
 
 
-def _flip_rate(correct, adv_pred, y) -> float:
+def _share(mask: torch.Tensor) -> float:
+    return int(mask.sum()) / len(mask)
+
+
+def _nanmean(values) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _flip_rate(correct, robust) -> float:
     n = int(correct.sum())
-    return float(((adv_pred != y) & correct).sum()) / n if n else float("nan")
+    return float((correct & ~robust).sum()) / n if n else float("nan")
 
 
-def _transfer(make, copies, x, y, batch, seed, eps) -> dict:
-    preds = [_predict(m, x) for m in copies]
-    advs = [_craft(make, m, x, y, batch, seed + i) if eps > 0 else x for i, m in enumerate(copies)]
-    own_asr, rates = [], []
+def _client_threat(make, model, adv_global, copies, x, y, batch, seed, eps) -> dict:
+    """White-box on each client's received copy, then transfer to the other copies. A copy equal
+    to the global model (no downlink defense) reuses the global model's examples."""
+    preds = [predict(m, x) for m in copies]
+    advs = [adv_global if _same_weights(m, model) else _craft(make, m, eps, x, y, batch, seed + i)
+            for i, m in enumerate(copies)]
+    own_asr, own_robust, masks, rates = [], [], [], []
     for i, adv in enumerate(advs):
-        own_correct, own_pred = preds[i] == y, _predict(copies[i], adv)
-        own_fooled = (own_pred != y) & own_correct
-        own_asr.append(_flip_rate(own_correct, own_pred, y))
+        own_correct = preds[i] == y
+        robust = own_correct & (predict(copies[i], adv) == y)
+        own_asr.append(_flip_rate(own_correct, robust))
+        own_robust.append(_share(robust))
+        masks.append(bits(robust))
+        own_fooled = own_correct & ~robust
         for j, target in enumerate(copies):
             if j == i:
                 continue
             base = own_fooled & (preds[j] == y)
             if base.any():
-                rates.append(float(((_predict(target, adv) != y) & base).sum() / base.sum()))
-    return {"client_attack_success_rate": float(np.nanmean(own_asr)),
-            "transfer_rate": float(np.mean(rates)) if rates else float("nan")}
+                rates.append(float(((predict(target, adv) != y) & base).sum() / base.sum()))
+    return {"client_attack_success_rate": _nanmean(own_asr),
+            "client_robust_accuracy": float(np.mean(own_robust)),
+            "transfer_rate": float(np.mean(rates)) if rates else float("nan"), "masks": masks}
 
 
-def run_fgsm(ctx: AttackContext, options: dict) -> list[dict]:
-    return evaluate_evasion(ctx, "fgsm", options)
+def _runner(kind: str):
+    def run(ctx: AttackContext, options: dict) -> list[dict]:
+        return evaluate_evasion(ctx, kind, options)
+    run.__name__ = f"run_{kind}"
+    return run
 
 
-def run_pgd(ctx: AttackContext, options: dict) -> list[dict]:
-    return evaluate_evasion(ctx, "pgd", options)
+run_fgsm, run_pgd, run_apgd, run_cw, run_square, run_autoattack = (
+    _runner(k) for k in ("fgsm", "pgd", "apgd", "cw", "square", "autoattack"))
