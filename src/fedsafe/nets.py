@@ -6,6 +6,8 @@ from torch import nn
 
 
 class Normalize(nn.Module):
+    sample_independent = True  # reviewed: per-sample affine map (DP-SGD's fused engine checks)
+
     def __init__(self, mean: float = 0.5, std: float = 0.5):
         super().__init__()
         self.mean, self.std = mean, std
@@ -63,6 +65,8 @@ def lenet(channels: int, num_classes: int, image_size: int) -> nn.Module:
 
 
 class _BasicBlock(nn.Module):
+    sample_independent = True  # reviewed: convolutions, GroupNorm and a residual sum
+
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(

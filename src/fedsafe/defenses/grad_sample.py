@@ -192,14 +192,12 @@ SAMPLE_INDEPENDENT = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus,
     nn.Hardtanh, nn.Mish, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
     nn.Dropout, nn.Dropout2d)
-# The project's own blocks (fedsafe.models), reviewed: their forward mixes nothing across samples.
-REVIEWED = {"fedsafe.models.Normalize", "fedsafe.models._BasicBlock"}
 
 
 def _check_sample_independent(name: str, module: nn.Module) -> None:
     kind = type(module)
-    if (kind in SAMPLE_INDEPENDENT or f"{kind.__module__}.{kind.__qualname__}" in REVIEWED
-            or getattr(module, "sample_independent", False) or _forward_for(module) is not None):
+    if (kind in SAMPLE_INDEPENDENT or getattr(module, "sample_independent", False)
+            or _forward_for(module) is not None):
         return
     why = ("normalises over the batch, so one sample's gradient depends on the others"
            if isinstance(module, nn.modules.batchnorm._NormBase) else
