@@ -108,7 +108,9 @@ def tracking(config: dict) -> dict | None:
 
 
 def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict | None = None,
-          threads: int = 1, gpus: int = 0) -> dict:
+          threads: int = 1, gpus: int = 0, files: dict | None = None) -> dict:
+    """Train a cell; `files` are the rule's other outputs ({"model", "checkpoints", "observed"}),
+    by default beside out_json."""
     from fedsafe.federation.simulation import train_cell
 
     _set_threads(threads)
@@ -119,7 +121,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
         from fedsafe.attacks.audit import add_canaries
 
         data_dir = add_canaries(data_dir, spec, Path(out_json).parent)
-    result = train_cell(data_dir, spec, Path(out_json).parent, threads, gpus)
+    result = train_cell(data_dir, spec, Path(out_json).parent, threads, gpus, files)
     if spec.get("canaries"):
         import shutil
 
@@ -130,7 +132,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
         from fedsafe.tracking import log_train
 
         log_train(tracked["uri"], tracked["experiment"], result,
-                  [Path(out_json).with_name("model.pt")])
+                  [Path((files or {}).get("model") or Path(out_json).with_name("model.pt"))])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
@@ -154,7 +156,8 @@ def reference(spec: dict, data_path: str | Path, out_path: str | Path, threads: 
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
            train_json: str | Path, out_json: str | Path, tracked: dict | None = None,
            threads: int = 1, checkpoints_path: str | Path | None = None,
-           reference: str | Path | None = None) -> list[dict]:
+           reference: str | Path | None = None,
+           observed_path: str | Path | None = None) -> list[dict]:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
@@ -165,7 +168,8 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
                        read_json(train_json),
                        pick_device(train_spec["federation"]["device"]), Path(out_json).parent,
                        Path(model_path), checkpoints_path and Path(checkpoints_path),
-                       Path(reference) if reference else None)
+                       Path(reference) if reference else None,
+                       Path(observed_path) if observed_path else None)
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])

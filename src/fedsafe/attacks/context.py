@@ -53,18 +53,18 @@ class AttackContext:
 
 def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
                  device: str = "cpu", out_dir: Path = Path("."), model: Path | None = None,
-                 checkpoints: Path | None = None,
-                 reference_path: Path | None = None) -> AttackContext:
-    """`model` and `checkpoints` default to the files of that name in train_dir; the server's
-    recorded view (observed.pt) is read from train_dir where the cell has one."""
+                 checkpoints: Path | None = None, reference_path: Path | None = None,
+                 observed: Path | None = None) -> AttackContext:
+    """`model`, `checkpoints` and `observed` (the server's recorded view) default to the files of
+    that name in train_dir; a missing view is empty."""
     from fedsafe.jobs import load_torch
 
     weights = load_torch(model or train_dir / "model.pt", device)
     checkpoints = load_torch(checkpoints or train_dir / "checkpoints.pt", device)
-    obs_file = Path(train_dir) / "observed.pt"
-    observed = load_torch(obs_file, device) if obs_file.exists() else {}
+    obs_file = observed or Path(train_dir) / "observed.pt"
+    view = load_torch(obs_file, device) if obs_file.exists() else {}
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
-                         out_dir, Path(train_dir), reference_path, observed)
+                         out_dir, Path(train_dir), reference_path, view)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:

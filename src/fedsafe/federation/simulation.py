@@ -113,9 +113,12 @@ def _client_logs(folder: Path) -> dict[int, dict[int, dict]]:
     return out
 
 
-def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0) -> dict:
-    """Train one cell; writes `model.pt`, `checkpoints.pt` ({round: global weights}) and
-    `observed.pt` into out_dir. `observed.pt` is what the server saw in each round of
+def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0,
+               files: dict | None = None) -> dict:
+    """Train one cell; writes the final model, the checkpoints ({round: global weights}) and the
+    server's view to `files` {"model", "checkpoints", "observed"} (the rule's outputs; by default
+    `model.pt`, `checkpoints.pt`, `observed.pt` in out_dir, which also holds the clients' logs).
+    The server's view is what the server saw in each round of
     `federation.observe_rounds` (default [1]): {round: {"clients": [partition ids],
     "num_examples": [...], "updates": [per-client update as received, or None under secure
     aggregation], "aggregate": the mean update applied, "global_before": weights}}. In cells with a
@@ -204,11 +207,13 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
         "train_seconds": time.time() - t0, "startup_seconds": start_time["first_round"],
         "device": spec["device"], "history": history,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {k: Path(out_dir) / f"{k}.pt" for k in ("model", "checkpoints", "observed")
+             } | {k: Path(v) for k, v in (files or {}).items()}
     last = checkpoints.pop("last")
-    _save_torch(checkpoints, out_dir / "checkpoints.pt")
-    _save_torch(last, out_dir / "model.pt")
-    _save_torch(strategy.observed, out_dir / "observed.pt")
+    for name, obj in (("checkpoints", checkpoints), ("model", last),
+                      ("observed", strategy.observed)):
+        files[name].parent.mkdir(parents=True, exist_ok=True)
+        _save_torch(obj, files[name])
     return result
 
 
