@@ -104,3 +104,13 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     assert "`make run` then `fedsafe publish" in text
     docs = (tmp_path / "docs" / "results.md").read_text()
     assert "## Claims" in docs and "## All tables" in docs
+
+
+def test_medpfl_claim_reads_noise_on_the_gradients_scale():
+    # the defense noises the update (lr x gradient): b on the update is b / lr on the gradient
+    cells = {**CELLS, "gradient_noise": ("gradient_noise", "none: heuristic", np.nan, 0.8, 0.1,
+                                         0.9, 0.7)}
+    for noise, expected in ((0.01, cl.UNTESTED), (3e-5, cl.SUPPORTED)):
+        df = summary(cells=cells).assign(lr=0.003)
+        df.loc[df["defense"] == "gradient_noise", "noise_multiplier"] = noise
+        assert verdicts(df)["medpfl-noise-does-not-protect"] == expected, noise

@@ -53,3 +53,16 @@ def test_tables_do_not_bold_a_difference_within_noise():
     text, best = fr.stats_table(pd.DataFrame(rows))
     assert best["clean acc."].all()  # x is ahead on average, not significantly: both bold
     assert text["clean acc."].str.contains("±").all()
+
+
+def test_a_column_with_one_cell_is_not_bold_and_client_robustness_is_higher_better():
+    rows = [{"dataset": "d", "defense": defense, "noise_multiplier": 1.0, "seed": s,
+             "value": v + 0.001 * s, "column": column, "metric": metric}
+            for column, metric, cells in (
+                ("epsilon", "epsilon", {"dp_sgd": 7.0}),  # only one cell has an epsilon
+                ("client robust acc.", "client_robust_accuracy", {"dp_sgd": 0.1, "none": 0.3}))
+            for defense, v in cells.items() for s in range(3)]
+    text, best = fr.stats_table(pd.DataFrame(rows))
+    assert not best["epsilon"].any()
+    assert best.set_index(text["defense"])["client robust acc."].to_dict() == {"dp_sgd": False,
+                                                                               "none": True}

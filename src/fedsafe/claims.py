@@ -23,6 +23,7 @@ from fedsafe.stats import interval, paired_difference
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTED = ("supported", "contradicted", "inconclusive",
                                                    "untested")
 RECOGNISABLE, UNRECOGNISABLE = 0.5, 0.3  # SSIM levels (MedPFL's success threshold is 0.9)
+MEDPFL_MAX_B = 0.01  # MedPFL's largest Laplace scale on the gradient (0.0025..0.01)
 MARGIN = 0.05  # accuracy points a defense may lose and still be "close" / "cheap"
 CELL = ["dataset", "defense", "noise_multiplier"]
 
@@ -81,8 +82,9 @@ def _transfer_rows(df):
 
 def cell_metrics(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per seed-cell values, with a `setting` column (e.g. `eps=0.03`, or empty)."""
-    keys = CELL + ["seed", "defense_parts", "guarantee", "epsilon"]
+    keys = CELL + ["seed", "defense_parts", "guarantee", "epsilon", "lr"]
     df = df.assign(defense_parts=df.get("defense_parts", df["defense"]),
+                   lr=pd.to_numeric(df.get("lr", np.nan), errors="coerce"),
                    epsilon=pd.to_numeric(df.get("epsilon", np.nan), errors="coerce"))
     out = {"clean": df.groupby(keys, dropna=False, as_index=False)["clean_accuracy"].first()
            .rename(columns={"clean_accuracy": "value"}).assign(setting="")}
@@ -111,6 +113,13 @@ def _parts(f, name):
     return f["defense_parts"].astype(str).str.split("+").map(lambda p: p == [name])
 
 
+def _medpfl_scale(f):
+    """Noise on the update of scale b is noise b / lr on the gradient the attack inverts: only
+    cells whose gradient-scale noise is in MedPFL's range test MedPFL's claim."""
+    lr = pd.to_numeric(f["lr"], errors="coerce") if "lr" in f else np.nan
+    return (f["noise_multiplier"].astype(float) / lr) <= MEDPFL_MAX_B * (1 + 1e-9)
+
+
 def _formal(f):
     """Cells whose defense has a formal guarantee and a finite epsilon (noise 0 has none)."""
     return ~f["guarantee"].astype(str).str.startswith("none") & np.isfinite(f["epsilon"])
@@ -135,7 +144,8 @@ CLAIMS = [
           baseline=lambda f: _parts(f, "none"), needs="weight_noise and none cells"),
     Claim("fedsafe-noise-transfer", "Fed-Safe",
           "Gaussian weight noise lowers the transfer of adversarial examples between clients "
-          "(at the best noise level)",
+          "(at the best noise level; without downlink noise every client holds the same model, "
+          "so there transfer is 1 by construction, as in Fed-Safe's own comparison)",
           "transfer", lambda f: _parts(f, "weight_noise"), Rule("below", 0.0),
           baseline=lambda f: _parts(f, "none"), needs="weight_noise and none cells, an evasion "
                                                        "attack with transfer"),
@@ -145,10 +155,14 @@ CLAIMS = [
           "ssim", lambda f: _parts(f, "none"), Rule("above", RECOGNISABLE),
           needs="none cells, an inversion attack"),
     Claim("medpfl-noise-does-not-protect", "MedPFL",
-          "Random (Laplace or Gaussian) noise on gradients does not reliably stop reconstruction "
-          f"(at some noise level SSIM stays above {RECOGNISABLE:g})",
-          "ssim", lambda f: _parts(f, "gradient_noise"), Rule("above", RECOGNISABLE),
-          combine="any", needs="gradient_noise cells, an inversion attack"),
+          "Random (Laplace or Gaussian) noise on gradients at MedPFL's scales (b <= "
+          f"{MEDPFL_MAX_B:g} on the gradient) does not reliably stop reconstruction (at some "
+          f"noise level SSIM stays above {RECOGNISABLE:g})",
+          "ssim", lambda f: _parts(f, "gradient_noise") & _medpfl_scale(f),
+          Rule("above", RECOGNISABLE), combine="any",
+          needs=f"gradient_noise cells at MedPFL's scale (noise multiplier / federation lr <= "
+                f"{MEDPFL_MAX_B:g}: the defense noises the update, lr x the gradient), an "
+                "inversion attack"),
     Claim("formal-stops-inversion", "benchmark",
           "A defense with a formal (epsilon, delta) guarantee stops gradient inversion "
           f"(SSIM below {UNRECOGNISABLE:g} in every such cell)",

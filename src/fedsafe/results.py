@@ -14,7 +14,8 @@ CELL_COLUMNS = ["dataset", "defense", "noise_multiplier", "seed"]
 KEYS = ["dataset", "defense", "noise_multiplier"]  # a table row: one grid point, all seeds
 # Metrics where larger is better for the defender; for every other metric smaller is better
 # (attack success, transfer, reconstruction quality, membership AUC, privacy budget epsilon).
-HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy", "mse", "rounds_run"}
+HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy",
+                    "client_robust_accuracy", "mse", "rounds_run"}
 TABLES = {"fedsafe": "Robustness (Fed-Safe style)", "medpfl": "Gradient inversion (MedPFL style)",
           "tradeoff": "Privacy-utility-robustness trade-off"}
 FORMATS = ("md", "tex", "html")
@@ -67,7 +68,8 @@ def _train_row(train: dict) -> dict:
             "stopped": (train.get("stopped") or {}).get("reason"),
             "clean_accuracy": train["clean_accuracy"],
             "test_loss": train.get("test_loss"), "train_seconds": train["train_seconds"],
-            "startup_seconds": train.get("startup_seconds")}
+            "startup_seconds": train.get("startup_seconds"),
+            "lr": s["federation"]["lr"]}  # noise on updates reads against lr (fedsafe.claims)
 
 
 def summarise(expected: list[dict], config_hash: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -257,9 +259,7 @@ def stats_table(long: pd.DataFrame, flagged=()) -> tuple[pd.DataFrame, pd.DataFr
     order = list(dict.fromkeys(long["column"]))
     text = long.groupby(KEYS + ["column"], sort=False)["value"].agg(_mean_interval)
     text = text.unstack("column")[order].sort_index()
-    rankable = long[[k not in set(flagged) for k in
-                     zip(long["dataset"], long["defense"], long["noise_multiplier"])]]
-    best = best_cells(rankable).reindex(index=text.index, columns=order, fill_value=False)
+    best = best_cells(long, flagged).reindex(index=text.index, columns=order, fill_value=False)
     text.columns.name = best.columns.name = None
     keys = text.index.to_frame(index=False)
     keys["noise_multiplier"] = keys["noise_multiplier"].map("{:g}".format)
@@ -267,16 +267,21 @@ def stats_table(long: pd.DataFrame, flagged=()) -> tuple[pd.DataFrame, pd.DataFr
             pd.concat([keys.astype(bool) & False, best.reset_index(drop=True)], axis=1))
 
 
-def best_cells(long: pd.DataFrame) -> pd.DataFrame:
+def best_cells(long: pd.DataFrame, flagged=()) -> pd.DataFrame:
     """Per dataset and column, the best grid point and every grid point not significantly worse
-    in a paired comparison over seeds (`fedsafe.stats.best_set`)."""
+    in a paired comparison over seeds (`fedsafe.stats.best_set`); `flagged` grid points are never
+    best, and a column with a single grid point has none."""
     from fedsafe.stats import best_set
 
     higher = long.drop_duplicates("column").set_index("column")["metric"].isin(HIGHER_IS_BETTER)
     marks = {}
     for (dataset, column), g in long.groupby(["dataset", "column"], sort=False):
         per_seed = {k: dict(zip(v["seed"], v["value"].astype(float)))
-                    for k, v in g.groupby(["defense", "noise_multiplier"])}
+                    for k, v in g.dropna(subset=["value"]).groupby(["defense",
+                                                                    "noise_multiplier"])}
+        if len(per_seed) < 2:  # nothing to compare with: no bold
+            continue
+        per_seed = {k: v for k, v in per_seed.items() if (dataset, *k) not in set(flagged)}
         for defense, noise in best_set(per_seed, bool(higher[column])):
             marks[(dataset, defense, noise, column)] = True
     index = pd.MultiIndex.from_tuples([k[:3] for k in marks], names=KEYS)
