@@ -114,3 +114,10 @@ def test_medpfl_claim_reads_noise_on_the_gradients_scale():
         df = summary(cells=cells).assign(lr=0.003)
         df.loc[df["defense"] == "gradient_noise", "noise_multiplier"] = noise
         assert verdicts(df)["medpfl-noise-does-not-protect"] == expected, noise
+
+
+def test_a_grid_without_evasion_rows_leaves_those_claims_untested():
+    df = summary()
+    v = verdicts(df[df["family"] != "evasion"])
+    assert v["fedsafe-noise-robustness"] == cl.UNTESTED and v["fedsafe-noise-transfer"] == cl.UNTESTED
+    assert v["medpfl-server-reconstructs"] == cl.SUPPORTED

@@ -126,7 +126,9 @@ def test_workflow_results_report(tiny_run):
     workdir, cfg = tiny_run
     results = workdir / "results"
     summary = pd.read_csv(results / "summary.csv")
-    assert len(summary) == 2 * 2 and set(summary["seed"]) == {0, 1}
+    # per seed: the attack's 2 eps rows and the per-sample worst case's 2 (fedsafe.robustness)
+    assert len(summary[summary["attack"] == "fgsm"]) == 2 * 2 and set(summary["seed"]) == {0, 1}
+    assert len(summary[summary["attack"] == "worst_case"]) == 2 * 2
     assert summary["spec_hash"].nunique() == 2
     assert pd.read_parquet(results / "summary.parquet").shape == summary.shape
     assert pd.read_csv(results / "missing.csv").empty

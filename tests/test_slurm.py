@@ -126,7 +126,7 @@ def test_grid_through_slurm_cancel_and_rerun(tmp_path):
 
         # The grid is complete: one row per (attack, eps), nothing missing.
         summary = pd.read_csv(tmp_path / "results/summary.csv")
-        assert sorted(summary["attack"]) == ["fgsm", "fgsm", "pgd"]
+        assert sorted(summary["attack"]) == ["fgsm", "fgsm", "pgd", "worst_case", "worst_case"]
         missing = tmp_path / "results/missing.csv"
         assert not missing.exists() or pd.read_csv(missing).empty
         assert (tmp_path / "results/tables/comparison.md").exists()

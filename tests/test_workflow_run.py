@@ -21,8 +21,9 @@ def finished_run(tmp_path_factory):
 def test_outputs_and_mlflow_runs(finished_run):
     workdir, cfg = finished_run
     summary = pd.read_csv(workdir / "results/summary.csv")
-    # one row per (cell, attack, eps)
-    assert len(summary) == len(cfg["attacks"]["fgsm"]["options"]["eps"])
+    # one row per (cell, attack, eps), and per eps the per-sample worst case over the attacks
+    n_eps = len(cfg["attacks"]["fgsm"]["options"]["eps"])
+    assert sorted(summary["attack"]) == ["fgsm"] * n_eps + ["worst_case"] * n_eps
     assert (summary["robust_accuracy"] <= summary["eval_clean_accuracy"] + 1e-9).all()
     eps0 = summary[summary["attack_value"] == 0]
     assert (eps0["robust_accuracy"] == eps0["eval_clean_accuracy"]).all()

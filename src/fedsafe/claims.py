@@ -88,7 +88,7 @@ def cell_metrics(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
                    epsilon=pd.to_numeric(df.get("epsilon", np.nan), errors="coerce"))
     out = {"clean": df.groupby(keys, dropna=False, as_index=False)["clean_accuracy"].first()
            .rename(columns={"clean_accuracy": "value"}).assign(setting="")}
-    eps = lambda f: "eps=" + f["attack_value"].astype(float).map("{:g}".format)  # noqa: E731
+    eps = lambda f: f["attack_value"].map(lambda v: f"eps={float(v):g}")  # noqa: E731
     ev = _evasion(df).assign(setting=eps)
     transfer = _transfer_rows(df).assign(setting=eps)
     for name, col, how in (("robust", "robust_accuracy", "min"), ("transfer", "transfer_rate",
