@@ -131,8 +131,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     if tracked:
         from fedsafe.tracking import log_train
 
-        log_train(tracked["uri"], tracked["experiment"], result,
-                  [Path((files or {}).get("model") or Path(out_json).with_name("model.pt"))])
+        model = Path(files["model"]) if files else Path(out_json).with_name("model.pt")
+        log_train(tracked["uri"], tracked["experiment"], result, [model])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
