@@ -382,8 +382,6 @@ def test_client_with_too_many_images_is_skipped_not_faked(federations):
 
     row = run_fedavg(federations["none"][0], {"max_images": 2})[0]
     assert row["n_images"] == 0 and "max_images" in row["skipped"] and "ssim" not in row
-    row = run_fedavg(federations["none"][0], {"datasets": ["elsewhere"]})[0]
-    assert row["n_images"] == 0 and "not run on dataset" in row["skipped"]
 
 
 def test_inversion_round_must_be_observed():
@@ -397,9 +395,21 @@ def test_inversion_round_must_be_observed():
         fc.validate(cfg)
     cfg["federation"]["observe_rounds"] = [1, 2]
     fc.validate(cfg)
-    cfg["attacks"]["fedavg"]["options"]["datasets"] = ["nowhere"]
-    with pytest.raises(fc.ConfigError, match="options.datasets"):
+    cfg["attacks"]["fedavg"]["datasets"] = ["nowhere"]
+    with pytest.raises(fc.ConfigError, match="attacks.fedavg.datasets"):
         fc.validate(cfg)
+
+
+def test_attack_datasets_limit_its_jobs_to_those_cells():
+    from conftest import base_config
+
+    from fedsafe import config as fc
+
+    cfg = base_config(attacks={"fedavg": {"datasets": ["mri"]}, "pgd": {}})
+    cfg["datasets"]["other"] = cfg["datasets"]["mri"]
+    fc.validate(cfg)
+    assert fc.cell_attacks(cfg, "mri", "none", "0") == ["fedavg", "pgd"]
+    assert fc.cell_attacks(cfg, "other", "none", "0") == ["pgd"]
 
 
 def test_tradeoff_takes_the_worst_case_per_image_over_inversion_attacks():

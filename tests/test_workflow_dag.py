@@ -28,9 +28,9 @@ def test_seeds_multiply_training_not_data(workdir):
 
 
 @pytest.mark.parametrize("name, counts", [
-    # the default grid: 2 datasets x (1 + 1 + 1 + 1) trainings x 3 seeds; 5 attacks each, and the
-    # privacy audit of its one audited cell per seed
-    ("config", {"prepare_data": 2, "train": 24, "attack": 123}),
+    # the default grid: 2 datasets x (1 + 1 + 1 + 1) trainings x 3 seeds; 4 attacks each, the
+    # inversion on brain_mri's cells only, and the privacy audit of its one audited cell per seed
+    ("config", {"prepare_data": 2, "train": 24, "attack": 117}),
     # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 4 attacks each
     ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 288}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each
@@ -38,9 +38,9 @@ def test_seeds_multiply_training_not_data(workdir):
     # 4 datasets x (1+3+4+3+3+1+1+1+3+1 = 21) x 3 seeds; 14 attacks each, the audit on the
     # 6 dp_sgd and dp_fedavg cells; reference models once per dataset and seed
     ("full", {"prepare_data": 4, "train": 252, "attack": 3600, "reference": 12}),
-    # every defense: 2 datasets (one of small-data clients) x (20 cells + 2 privacy-budget cells
-    # = 22); 6 attacks each, the audit on the 4 dp_sgd and dp_fedavg cells per dataset
-    ("defenses", {"prepare_data": 2, "train": 44, "attack": 272, "reference": 2}),
+    # every defense: 2 datasets x (20 cells + 2 privacy-budget cells = 22) x 3 seeds; 5 attacks
+    # on each brain_mri cell, 1 on each mri_few cell, the audit on the 2 dp_sgd cells per seed
+    ("defenses", {"prepare_data": 2, "train": 132, "attack": 402}),
     # 1 dataset x (1 + 3 + 2); 5 attacks each, the audit on the 5 DP cells
     ("audit", {"prepare_data": 1, "train": 6, "attack": 35, "reference": 1}),
 ])

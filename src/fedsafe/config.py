@@ -124,6 +124,10 @@ def check(config: dict) -> None:
             check_options(f"attacks.{name}.options", ATTACKS[kind].options, a.get("options", {}))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        unknown = [d for d in a.get("datasets", []) if d not in config["datasets"]]
+        if unknown:
+            raise ConfigError(f"attacks.{name}.datasets: {unknown} not in datasets "
+                              f"{sorted(config['datasets'])}")
         if ATTACKS[kind].family == "inversion":
             _check_inversion_round(config, name, a.get("options", {}))
 
@@ -154,12 +158,6 @@ def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
         raise ConfigError(f"attacks.{attack}.options.round: round {rnd} is not observed; "
                           f"federation.observe_rounds within the {fed.get('rounds', 5)} rounds: "
                           f"{observed}")
-    only = options.get("datasets")
-    unknown = [d for d in ([only] if isinstance(only, str) else only or []) if d not in
-               config["datasets"]]
-    if unknown:
-        raise ConfigError(f"attacks.{attack}.options.datasets: {unknown} not in datasets "
-                          f"{sorted(config['datasets'])}")
     if options.get("observation") == "gradient" and ATTACKS[config["attacks"][attack].get(
             "type", attack)].impl.endswith("run_fedavg"):
         raise ConfigError(f"attacks.{attack}.options.observation: the multi-step attack inverts "
@@ -274,9 +272,11 @@ def audited(config: dict, dataset: str, defense: str, noise) -> bool:
 
 
 def cell_attacks(config: dict, dataset: str, defense: str, noise) -> list[str]:
-    """The attacks run on a cell: all of them, but the privacy audit only on audited cells."""
+    """The attacks run on a cell: those of its dataset (`attacks.<id>.datasets`, default all), and
+    the privacy audit only on audited cells."""
     return [a for a, v in config["attacks"].items()
-            if v.get("type", a) != "privacy_audit" or audited(config, dataset, defense, noise)]
+            if dataset in v.get("datasets", [dataset])
+            and (v.get("type", a) != "privacy_audit" or audited(config, dataset, defense, noise))]
 
 
 def needs_reference(config: dict, attack: str) -> bool:

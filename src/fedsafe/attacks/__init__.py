@@ -85,9 +85,6 @@ INVERSION_OPTIONS = {
     "n_batches": Option(4, int, 1, doc="single-gradient setting: gradients attacked"),
     "batch_size": Option(1, int, 1, doc="single-gradient setting: images per gradient"),
     "max_images": Option(16, int, 1, doc="update: skip (say so) clients holding more images"),
-    "datasets": Option(None, str, many=True, optional=True,
-                       doc="run only on these dataset ids (elsewhere a row says it was skipped), "
-                           "to spend a converging budget on fewer cells"),
     "iterations": Option(100, int, 1), "restarts": Option(1, int, 1),
     "lr": Option(None, float, 0.0, low_open=True, optional=True),
     "tv_weight": Option(1e-4, float, 0.0), "init": Option("random", str, choices=("random", "cpl")),

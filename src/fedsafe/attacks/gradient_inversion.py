@@ -101,11 +101,6 @@ def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
                          f"(observed: {sorted(ctx.observed)})")
     victim = ctx.observed[rnd]["clients"][0] if options["victim"] is None else int(options["victim"])
     mode = options["observation"]
-    only = options["datasets"]
-    dataset = ctx.spec.get("dataset")
-    if only is not None and dataset not in ([only] if isinstance(only, str) else only):
-        return [{"attack_param": "round", "attack_value": float(rnd), "setting": SETTINGS[mode],
-                 "n_images": 0, "skipped": f"not run on dataset {dataset} (datasets: {only})"}]
     shape, n_classes = _shape(ctx)
     t0 = time.time()
     if mode == "gradient":
