@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from fedsafe.attacks.audit import (audit, compare_bounds, epsilon_lower_bound, loss_reduction_scores,
-                                   make_canaries, p_value)
+from fedsafe.attacks.audit import audit, compare_bounds, epsilon_lower_bound, p_value
+from fedsafe.attacks.canaries import loss_reduction_scores, make_canaries
 
 # ---------------------------------------------------------------- the bound's statistics
 
@@ -64,7 +64,7 @@ def test_canary_kinds():
     src = (np.zeros((80, 1, 4, 4), np.uint8), np.arange(80) % 4)
     _, ym, _ = make_canaries("mislabelled", 40, (1, 4, 4), 4, 0, source=src)
     assert 0.2 < inc.mean() < 0.8 and ym.max() < 4
-    with pytest.raises(ValueError, match="unknown canary kind"):
+    with pytest.raises(ValueError, match="unknown sample canary kind"):
         make_canaries("magic", 5, (1, 2, 2), 2, 0)
 
 
@@ -141,8 +141,9 @@ def test_audit_and_reference_attacks_through_the_workflow(workdir):
     from conftest import base_config, snakemake
 
     cfg = base_config(
-        defenses={"none": {}, "dp_sgd": {"noise_multipliers": [1.0]}},
-        audit={"defenses": ["dp_sgd"], "canaries": 100},
+        defenses={"none": {}, "dp_sgd": {"noise_multipliers": [1.0]},
+                  "dp_fedavg": {"noise_multipliers": [0.5], "options": {"mode": "central"}}},
+        audit={"defenses": ["dp_sgd", "dp_fedavg"], "canaries": 100},
         reference_models={"n": 2},
         attacks={"rmia": {"type": "mia_rmia", "options": {"n_samples": 30}},
                  "audit": {"type": "privacy_audit"}},
@@ -154,10 +155,17 @@ def test_audit_and_reference_attacks_through_the_workflow(workdir):
     assert not (res / "attacks/mri/none/noise_0/seed_0/audit.json").exists()
     assert len(list((res / "reference").rglob("reference.pt"))) == 1
     df = pd.read_csv(res / "summary.csv")
-    row = df[df["attack"] == "audit"].iloc[0]
-    assert row["empirical_epsilon"] >= 0 and row["epsilon"] > 0 and row["violation"] == 0
-    assert row["epsilon_ratio"] == pytest.approx(row["empirical_epsilon"] / row["epsilon"])
-    assert set(df[df["attack"] == "rmia"]["defense"]) == {"none", "dp_sgd"}
+    audits = df[df["attack"] == "audit"].set_index("defense")
+    for defense, level in (("dp_sgd", "sample-level"), ("dp_fedavg", "client-level")):
+        row = audits.loc[defense]
+        assert row["audit_level"] == level
+        assert row["empirical_epsilon"] >= 0 and row["epsilon"] > 0 and row["violation"] == 0
+        assert row["epsilon_ratio"] == pytest.approx(row["empirical_epsilon"] / row["epsilon"])
+    # canary clients at noise 0.5 over the federation's rounds: seen, and within the bound
+    assert 0 < audits.loc["dp_fedavg", "empirical_epsilon"] < audits.loc["dp_fedavg", "epsilon"]
+    with np.load(res / "train/mri/dp_fedavg/noise_0.5/seed_0/canaries.npz") as c:
+        assert str(c["kind"]) == "update" and len(c["included"]) == 100
+    assert set(df[df["attack"] == "rmia"]["defense"]) == {"none", "dp_sgd", "dp_fedavg"}
     assert "audit ε (lower bound)" in (res / "tables/comparison.md").read_text()
 
 
@@ -179,6 +187,16 @@ def test_only_audited_cells_get_canaries_and_the_audit():
         fc.check({**cfg, "audit": {}})
     with pytest.raises(fc.ConfigError, match="audit.defenses: 'magic'"):
         fc.check({**cfg, "audit": {"defenses": ["magic"]}})
+    # a client-level guarantee gets canary clients; distributed DP-FedAvg is refused
+    cfg["defenses"]["dp_fedavg"] = {"noise_multipliers": [1.0], "options": {"mode": "central"}}
+    cfg["audit"]["defenses"] = ["dp_fedavg"]
+    fc.validate(cfg)
+    assert fc.train_spec(cfg, "mri", "dp_fedavg", "1", 0)["canaries"] == {"n": 50,
+                                                                         "kind": "update"}
+    cfg["defenses"]["dp_fedavg"] = {"parts": ["dp_fedavg", "secagg"], "noise_multipliers": [1.0],
+                                    "options": {"mode": "distributed"}}
+    with pytest.raises(fc.ConfigError, match="audit.defenses: 'dp_fedavg' is distributed"):
+        fc.check(cfg)
 
 
 def test_reference_models_federated_recipe(tmp_path):
@@ -203,3 +221,66 @@ def test_reference_models_federated_recipe(tmp_path):
     assert ref["logits"].shape[:2] == (2, n_pool) and ref["in_mask"].sum(0).tolist() == [1] * n_pool
     assert min(info["initial_distance_to_target"]) > 0
     assert not torch.equal(ref["logits"][0], ref["logits"][1])
+
+
+# ---------------------------------------------------------------- client-level canaries
+
+def dp_fedavg_audit(noise_used: float, noise_accounted: float, seed: int = 0, rounds: int = 4,
+                    rate: float = 1.0, canaries_in_sums: bool = True, m: int = 1000,
+                    size: tuple = (200, 160)):
+    """Central DP-FedAvg's own server step (`DPFedAvg.aggregate`) over `rounds` rounds of 3 real
+    clients whose clipped updates are random, with m canary clients (canaries nearly orthogonal,
+    as in a model of this size): the auditor sees only the
+    initial and final model. The mechanism adds `noise_used`; the accountant is told
+    `noise_accounted`. Without `canaries_in_sums` no canary ever reaches a sum (no leakage)."""
+    from fedsafe.attacks.canaries import CanaryClients
+    from fedsafe.defenses.accounting import epsilon
+    from fedsafe.defenses.dp_fedavg import DPFedAvg
+
+    dp = DPFedAvg(noise_used, {"clip_norm": 1.0, "delta": 1e-5, "mode": "central",
+                               "accountant": "pld", "target_epsilon": None,
+                               "secret_noise": False}, seed)
+    dp.population, dp.fraction = 3, rate
+    canaries = CanaryClients(m, seed, clip=1.0)
+    dp.canaries = canaries if canaries_in_sums else None
+    g = torch.Generator().manual_seed(seed)
+    initial = {"w": torch.zeros(size), "b": torch.zeros(size[1])}  # default: about small_cnn's
+    model = dict(initial)
+    for rnd in range(1, rounds + 1):
+        mean = {k: torch.randn(v.shape, generator=g) * 0.01 for k, v in initial.items()}
+        step = dp.aggregate(mean, rnd, 3)
+        model = {k: model[k] + step[k] for k in model}
+    res = audit(canaries.scores(initial, model), canaries.included, delta=1e-5)
+    return res, epsilon([(rate, noise_accounted, rounds)], 1e-5)
+
+
+def test_canary_clients_reach_the_sum_as_clipped_updates():
+    from fedsafe.attacks.canaries import CanaryClients
+
+    c = CanaryClients(20, 3, clip=2.0)
+    like = {"a": torch.zeros(7, 5), "n": torch.zeros(2, dtype=torch.long)}
+    u = c.direction(4, like)
+    assert set(u) == {"a"} and float(sum(v.pow(2).sum() for v in u.values())) == pytest.approx(1)
+    total = c.round_sum(like, 1, rate=1.0)  # every included canary, at norm 2 each
+    expect = sum(2.0 * c.direction(int(i), like)["a"] for i in np.flatnonzero(c.included))
+    assert torch.allclose(total["a"], expect)
+    assert 0.3 < c.included.mean() < 0.7
+    assert not torch.equal(c.round_sum(like, 1, 0.5)["a"], c.round_sum(like, 2, 0.5)["a"])
+
+
+def test_client_level_no_leakage_bound_is_zero_in_95pct_of_seeds():
+    zero = sum(dp_fedavg_audit(1.0, 1.0, seed=s, canaries_in_sums=False, size=(40, 50))[0]
+               ["epsilon_lower_bound"] == 0 for s in range(40))
+    assert zero >= 38
+
+
+@pytest.mark.parametrize("noise, rate, rounds", [(2.0, 1.0, 4), (4.0, 0.5, 16)])
+def test_broken_dp_fedavg_is_flagged_and_correct_is_not(noise, rate, rounds):
+    # 10x less noise than accounted
+    broken, eps = dp_fedavg_audit(noise / 10, noise, rate=rate, rounds=rounds)
+    correct, _ = dp_fedavg_audit(noise, noise, rate=rate, rounds=rounds)
+    print(f"z={noise} q={rate}: accounted {eps:.2f}, audit broken "
+          f"{broken['epsilon_lower_bound']:.2f}, correct {correct['epsilon_lower_bound']:.2f}")
+    assert compare_bounds(broken["epsilon_lower_bound"], eps)["violation"]
+    assert 0 < correct["epsilon_lower_bound"] < eps  # the canaries are seen, within the bound
+    assert not compare_bounds(correct["epsilon_lower_bound"], eps)["violation"]

@@ -110,3 +110,20 @@ def test_ledger_one_metric_per_client_step_round_and_budget_stop(tmp_path):
         assert [(m.step, m.value) for m in hist] == list(zip([1, 2, 3], want))
     run = client.get_run(run_id)
     assert run.data.metrics["stopped_before_round"] == 4 and run.data.tags["stopped"] == "budget: ..."
+
+
+def test_reference_models_get_a_run_of_their_own(tmp_path):
+    from fedsafe.tracking import log_reference
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = {"dataset": "mri", "seed": 1, "model": "small_cnn", "n_models": 2,
+            "training": "centralised", "federation": {"rounds": ROUNDS}}
+    info = {"n_models": 2, "pool_size": 100, "train_size": 50, "seconds": 3.0,
+            "initial_distance_to_target": [4.0, 5.0], "spec": spec}
+    first = log_reference(uri, "exp", info)
+    second = log_reference(uri, "exp", info)  # a rerun replaces the run
+    (run,) = runs(uri)
+    assert run.info.run_id == second != first
+    assert run.data.tags["fedsafe.job"] == "reference" and run.data.params["n_models"] == "2"
+    assert run.data.metrics["train_size"] == 50
+    assert run.data.metrics["min_initial_distance_to_target"] == 4.0

@@ -138,6 +138,13 @@ def _check_audit(config: dict) -> None:
         for d in config.get("audit", {}).get(key, []):
             if d not in known:
                 raise ConfigError(f"audit.{key}: {d!r} is not in this grid; known: {sorted(known)}")
+    for name in audited:
+        d = config["defenses"][name]
+        if "dp_fedavg" in defense_parts(config, name) and d.get("options", {}).get("mode") == \
+                "distributed":
+            raise ConfigError(f"audit.defenses: {name!r} is distributed DP-FedAvg; canary "
+                              "clients are audited against the central mechanism only (mode: "
+                              "central)")
     for name, a in config["attacks"].items():
         if a.get("type", name) == "privacy_audit" and not audited:
             raise ConfigError(f"attacks.{name}: privacy_audit needs audited cells; list their "
@@ -257,8 +264,9 @@ def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int |
             "federation": config["federation"], "model": config["federation"]["model"],
             "data": dataset_spec(config, dataset)}
     if audited(config, dataset, defense, noise):  # only these carry the key: others unchanged
-        a = config["audit"]
-        spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": a.get("kind", "noise")}
+        a = config["audit"]  # client-level guarantees get canary clients (attacks/canaries.py)
+        kind = "update" if "dp_fedavg" in spec["parts"] else a.get("kind", "noise")
+        spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": kind}
     return spec
 
 

@@ -117,12 +117,15 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     cell = cell_id(spec)
     log.info("training %s", cell)
     data_dir = Path(data_path).parent
-    if spec.get("canaries"):  # an audited cell: train on the data plus the included canaries
-        from fedsafe.attacks.audit import add_canaries
+    # a sample-level audited cell trains on its data plus the included canaries (client-level
+    # canaries join the server's sums instead: federation/simulation.py)
+    from fedsafe.attacks.canaries import SAMPLE_KINDS, add_canaries
 
+    canaried = spec.get("canaries", {}).get("kind") in SAMPLE_KINDS
+    if canaried:
         data_dir = add_canaries(data_dir, spec, Path(out_json).parent)
     result = train_cell(data_dir, spec, Path(out_json).parent, threads, gpus, files)
-    if spec.get("canaries"):
+    if canaried:
         import shutil
 
         shutil.rmtree(data_dir)  # canaries.npz keeps what the audit needs
@@ -138,7 +141,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     return result
 
 
-def reference(spec: dict, data_path: str | Path, out_path: str | Path, threads: int = 1) -> dict:
+def reference(spec: dict, data_path: str | Path, out_path: str | Path,
+              tracked: dict | None = None, threads: int = 1) -> dict:
     """Train the reference models of one (dataset, recipe, seed), shared by RMIA and LiRA."""
     from fedsafe.attacks.reference import train_reference_models
     from fedsafe.data.prepare import load_prepared
@@ -147,7 +151,13 @@ def reference(spec: dict, data_path: str | Path, out_path: str | Path, threads: 
     _set_threads(threads)
     info = train_reference_models(load_prepared(Path(data_path).parent), spec, Path(out_path),
                                   pick_device(spec["federation"]["device"]))
-    write_json({**info, "spec": spec}, Path(out_path).with_suffix(".json"))
+    info = {**info, "spec": spec}
+    write_json(info, Path(out_path).with_suffix(".json"))
+    if tracked:
+        from fedsafe.tracking import log_reference
+
+        log_reference(tracked["uri"], tracked["experiment"], info,
+                      [Path(out_path).with_suffix(".json")])
     log.info("reference models of %s seed %s: %d in %.1fs", spec["dataset"], spec["seed"],
              info["n_models"], info["seconds"])
     return info

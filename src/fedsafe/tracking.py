@@ -184,6 +184,17 @@ def log_attack(uri: str, experiment: str, result: dict, train_spec: dict,
                                               "family": result["family"]})
 
 
+def log_reference(uri: str, experiment: str, info: dict, artifacts=()) -> str | None:
+    """The reference models of one (dataset, seed): their recipe, sizes and cost."""
+    spec = info["spec"]
+    metrics = {k: v for k, v in info.items() if isinstance(v, (int, float))}
+    metrics["min_initial_distance_to_target"] = min(info["initial_distance_to_target"])
+    tags = {"dataset": spec["dataset"], "seed": spec["seed"], "spec_hash": config_hash(spec),
+            "git_commit": git_commit()}
+    return log_job(uri, experiment, f"{spec['dataset']}/reference/seed_{spec['seed']}",
+                   "reference", params=spec, metrics=metrics, tags=tags, artifacts=artifacts)
+
+
 def log_summary(uri: str, experiment: str, config_hash_: str, artifacts: dict) -> str | None:
     """The experiment's `summary` run: the summary table, tables and plots as artifacts."""
     tags = {"config_hash": config_hash_, "git_commit": git_commit()}

@@ -1,5 +1,5 @@
-from fedsafe.jobs import reference, setup_logging
+from fedsafe.jobs import reference, setup_logging, tracking
 
 setup_logging(snakemake.log[0])
 reference(snakemake.params.spec, snakemake.input.data, snakemake.output.models,
-          threads=snakemake.threads)
+          tracking(snakemake.config), threads=snakemake.threads)

@@ -9,7 +9,8 @@ Binomial(r, e^eps / (1 + e^eps)) (their Theorem 5.2). Every eps whose tail proba
 observed count is below 1 - confidence is rejected; the audit reports the largest rejected eps, a
 lower bound on the eps of the training algorithm at that confidence.
 
-This module holds the statistics and the canaries; `audit_job` runs it on a trained cell.
+This module holds the statistics and `run_privacy_audit`, the audit of a trained cell; the canaries
+(sample-level and client-level) are in `canaries.py`.
 """
 from __future__ import annotations
 
@@ -89,52 +90,6 @@ def audit(scores, included, delta: float = 0.0, confidence: float = 0.95,
             "delta": delta}
 
 
-# ---- canaries ----
-
-CANARY_KINDS = ("noise", "mislabelled", "pixel")
-
-
-def make_canaries(kind: str, n: int, shape: tuple[int, ...], n_classes: int, seed: int,
-                  source: tuple[np.ndarray, np.ndarray] | None = None):
-    """n canary samples (uint8 images, labels) and their inclusion coins (True: train on it).
-
-    noise: uniform random images with random labels (out of distribution, nothing else explains
-    their label); mislabelled: images of `source` (data no client holds) with a wrong label;
-    pixel: a black image with one distinct bright pixel-channel and a random label, whose input
-    gradient touches weights no other canary touches in a linear first layer.
-    """
-    rng = np.random.default_rng([seed, 15])
-    y = rng.integers(0, n_classes, n)
-    if kind == "noise":
-        x = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-    elif kind == "mislabelled":
-        if source is None or len(source[1]) < n:
-            raise ValueError(f"mislabelled canaries need {n} source images")
-        idx = rng.choice(len(source[1]), n, replace=False)
-        x = source[0][idx].copy()
-        y = (source[1][idx] + rng.integers(1, n_classes, n)) % n_classes  # never the true label
-    elif kind == "pixel":
-        size = int(np.prod(shape))
-        if n > size:
-            raise ValueError(f"pixel canaries: at most {size} for images of shape {shape}")
-        x = np.zeros((n, size), np.uint8)
-        x[np.arange(n), rng.choice(size, n, replace=False)] = 255
-        x = x.reshape(n, *shape)
-    else:
-        raise ValueError(f"unknown canary kind {kind!r}; known: {list(CANARY_KINDS)}")
-    included = rng.random(n) < 0.5
-    return x, y.astype(np.int64), included
-
-
-def loss_reduction_scores(initial, final, x, y, batch_size: int = 512) -> np.ndarray:
-    """Canary score: its loss under the initial model minus under the final one (higher = more
-    likely trained on). The attacker needs query access to both models: in a federation every
-    client and the server receive the initial global model."""
-    from fedsafe.attacks.membership import loss_scores
-
-    return loss_scores(final, x, y, batch_size) - loss_scores(initial, x, y, batch_size)
-
-
 def compare_bounds(lower: float | None, upper: float | None) -> dict:
     """The audit's lower bound beside the accountant's upper bound. A lower bound above the upper
     bound (beyond float noise) means the implementation or the accounting is wrong: `violation`."""
@@ -144,72 +99,51 @@ def compare_bounds(lower: float | None, upper: float | None) -> dict:
     return {"epsilon_ratio": ratio, "violation": bool(lower > upper * (1 + 1e-9))}
 
 
-# ---- in the workflow: canaries in the training data of audited cells, and the audit job ----
-
-def add_canaries(data_dir: Path, spec: dict, train_dir: Path) -> Path:
-    """A copy of the prepared data with the included canaries spread over the clients (each to a
-    random client); writes `canaries.npz` (images, labels, coins, client) into train_dir and
-    returns the copy's folder. Called by the training job of an audited cell only."""
-    import json
-    import shutil
-
-    from fedsafe.data.prepare import load_prepared
-
-    data = load_prepared(data_dir)
-    man, opt = data.manifest, spec["canaries"]
-    shape = (man["channels"], man["image_size"], man["image_size"])
-    x, y, inc = make_canaries(opt["kind"], int(opt["n"]), shape, len(man["class_names"]),
-                              spec["seed"], source=data.test)
-    client = np.random.default_rng([spec["seed"], 152]).integers(0, len(data.clients), len(y))
-    arrays = {"test_x": data.test[0], "test_y": data.test[1],
-              "holdout_x": data.holdout[0], "holdout_y": data.holdout[1]}
-    for i, (cx, cy) in enumerate(data.clients):
-        pick = inc & (client == i)
-        arrays[f"client{i}_x"], arrays[f"client{i}_y"] = np.r_[cx, x[pick]], np.r_[cy, y[pick]]
-    out = Path(train_dir) / "canaried_data"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    np.savez(out / "data.npz", **arrays)
-    (out / "manifest.json").write_text(json.dumps(man))
-    np.savez(Path(train_dir) / "canaries.npz", x=x, y=y, included=inc, client=client)
-    return out
-
-
 def run_privacy_audit(ctx, options: dict) -> list[dict]:
-    """The one-run audit of a cell trained with canaries: score every canary by its loss reduction
-    from the initial global model (rebuilt from the cell's seed, as training starts) to the final
-    one; guess; bound. Beside it the accountant's epsilon, their ratio and the violation flag."""
+    """The one-run audit of a cell trained with canaries (`canaries.py`): score every canary
+    (sample canaries by their loss reduction, client canaries by how far the model moved along
+    their update) from the initial global model (rebuilt from the cell's seed, as training starts)
+    to the final one; guess; bound. Beside it the accountant's epsilon, their ratio and the
+    violation flag."""
     import time
 
     import torch
 
+    from fedsafe.attacks.canaries import CLIENT_KIND, CanaryClients, loss_reduction_scores
     from fedsafe.attacks.membership import _delta
     from fedsafe.federation.local import to_tensor
     from fedsafe.models import build_model
 
     t0 = time.time()
-    canaries = Path(ctx.train_dir) / "canaries.npz"
-    if not canaries.exists():
+    path = Path(ctx.train_dir) / "canaries.npz"
+    if not path.exists():
         raise ValueError("privacy_audit: this cell was trained without canaries (add its defense "
                          "to `audit.defenses`)")
-    with np.load(canaries) as c:
-        x, y, inc = c["x"], c["y"], c["included"]
     man = ctx.data.manifest
     torch.manual_seed(ctx.seed)  # the target's initial weights, as train_cell draws them
     initial = build_model(ctx.spec["model"], man["channels"], len(man["class_names"]),
                           man["image_size"]).to(ctx.device)
-    xt, yt = to_tensor(x).to(ctx.device), torch.from_numpy(y).long().to(ctx.device)
-    scores = loss_reduction_scores(initial, ctx.new_model(), xt, yt)
+    final = ctx.new_model()
+    with np.load(path) as c:
+        level = "client-level" if "kind" in c and str(c["kind"]) == CLIENT_KIND else "sample-level"
+        inc = c["included"]
+        if level == "client-level":
+            canaries = CanaryClients(len(inc), int(c["seed"]), float(c["clip"]))
+            scores = canaries.scores(initial.state_dict(), final.state_dict())
+        else:
+            xt = to_tensor(c["x"]).to(ctx.device)
+            yt = torch.from_numpy(c["y"]).long().to(ctx.device)
+            scores = loss_reduction_scores(initial, final, xt, yt)
     res = audit(scores, inc, _delta(ctx), float(options["confidence"]),
                 tuple(options["guess_fractions"]))
     eps = ctx.train_result.get("epsilon")
     eps = None if eps is None else float(eps)
-    # Our canaries are samples added to or left out of a client's data: the sample-level
-    # relation. A client-level guarantee (add/remove a whole client) covers that only as a
-    # substitution of the client's data, up to twice its epsilon: no violation is claimed there.
+    # A violation is claimed only where the canaries are at the guarantee's own level: sample
+    # canaries under a client-level guarantee are a substitution of the client's data, covered
+    # only up to twice its epsilon.
     kinds = {p.guarantee_kind for p in ctx.defense.parts if p.guarantee_kind}
     cmp = compare_bounds(res["epsilon_lower_bound"], eps)
-    if kinds != {"sample-level"}:
+    if kinds != {level}:
         cmp["violation"] = False
     if cmp["violation"]:
         import logging
@@ -221,4 +155,5 @@ def run_privacy_audit(ctx, options: dict) -> list[dict]:
              "empirical_epsilon": res["epsilon_lower_bound"], "formal_epsilon": eps,
              "epsilon_ratio": cmp["epsilon_ratio"], "violation": int(cmp["violation"]),
              "audit_guesses": res["guesses"], "audit_correct": res["correct"],
-             "audit_confidence": res["confidence"], "attack_seconds": time.time() - t0}]
+             "audit_confidence": res["confidence"], "audit_level": level,
+             "attack_seconds": time.time() - t0}]

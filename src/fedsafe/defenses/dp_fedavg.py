@@ -18,6 +18,9 @@ client that took part, none for the others; honest clients assumed (each adds it
 Rounds with fewer than two sampled clients are skipped (SecAgg+ needs two); the server knows the
 sample anyway, so the skip reveals nothing about the data.
 
+Audited cells (`audit.defenses`, central mode) add canary clients (`attacks/canaries.py`): their
+updates join the clipped sum before the noise, sampled at the same rate as the real clients.
+
 The mean is unweighted (`unweighted`): weighting by sample counts would change the sensitivity.
 Flower's DP strategy wrappers are not used: they draw unseeded numpy noise (breaking same seed ->
 same model) and expect full weights in replies, while our clients send updates.
@@ -34,6 +37,7 @@ class DPFedAvg(Mechanism):
     unweighted = True
     poisson_clients = True
     population, fraction = 1, 1.0  # set by the server (`Defense.set_population`)
+    canaries = None  # CanaryClients of an audited cell, set by the training job
 
     def __init__(self, noise=0.0, options=None, seed=0):
         super().__init__(noise, options, seed)
@@ -64,6 +68,9 @@ class DPFedAvg(Mechanism):
         """`mean_update`: the plain mean of the `n_clients` clipped (noised) updates; returns
         (sum + central noise) / expected count."""
         total = {k: v * n_clients for k, v in mean_update.items()}
+        if self.canaries is not None:
+            extra = self.canaries.round_sum(total, rnd, self.fraction)
+            total = {k: v + extra[k].to(v) if k in extra else v for k, v in total.items()}
         if self.central:
             total = add_gaussian(total, self.noise * self.clip,
                                  self.generator("dp_fedavg_server", rnd))

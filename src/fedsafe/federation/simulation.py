@@ -138,6 +138,7 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     torch.manual_seed(spec["seed"])
     model = _model(spec)
     defense = _defense(spec)
+    canaries = _canary_clients(spec, defense)
     observe = [r for r in fed.get("observe_rounds", [1]) if 1 <= r <= fed["rounds"]]
     strategy = DefendedFedAvg(defense, spec["seed"], fed["aggregation"] == "weighted",
                               fed["fraction_train"], observe, len(data.clients),
@@ -209,12 +210,26 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     }
     files = {k: Path(out_dir) / f"{k}.pt" for k in ("model", "checkpoints", "observed")
              } | {k: Path(v) for k, v in (files or {}).items()}
+    if canaries is not None:
+        canaries.save(Path(out_dir) / "canaries.npz")
     last = checkpoints.pop("last")
     for name, obj in (("checkpoints", checkpoints), ("model", last),
                       ("observed", strategy.observed)):
         files[name].parent.mkdir(parents=True, exist_ok=True)
         _save_torch(obj, files[name])
     return result
+
+
+def _canary_clients(spec: dict, defense):
+    """An audited client-level cell: canary clients join DP-FedAvg's clipped sums."""
+    from fedsafe.attacks.canaries import CLIENT_KIND, CanaryClients
+
+    opt = spec.get("canaries")
+    if not opt or opt["kind"] != CLIENT_KIND:
+        return None
+    dp = defense.formal
+    dp.canaries = CanaryClients(opt["n"], spec["seed"], dp.clip)
+    return dp.canaries
 
 
 def _save_torch(obj, path: Path) -> None:
