@@ -53,7 +53,8 @@ def main(argv=None) -> None:
                    help="single-seed cells: how far means may differ (default 1e-9)")
     c.add_argument("--fail", action="store_true", help="exit 1 if any metric moved")
     pub = sub.add_parser("publish", help="copy RESULTS_DIR's verdicts into README.md and its "
-                         "claims and tables into docs/results.md")
+                         "claims and tables into docs/results.md (docs/results-<name>.md for "
+                         "config/<name>.yaml)")
     pub.add_argument("results_dir", type=Path)
     pub.add_argument("--configfile", default="config/config.yaml",
                      help="the config the results came from (named in the docs)")
