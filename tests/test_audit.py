@@ -221,6 +221,29 @@ def test_reference_models_federated_recipe(tmp_path):
     assert ref["logits"].shape[:2] == (2, n_pool) and ref["in_mask"].sum(0).tolist() == [1] * n_pool
     assert min(info["initial_distance_to_target"]) > 0
     assert not torch.equal(ref["logits"][0], ref["logits"][1])
+    assert info["target_train_size"] == sum(len(c[1]) for c in data.clients)
+
+
+def test_audit_config_reference_models_match_the_targets_size(tmp_path):
+    """config/audit.yaml: the clients hold half of the pool, so the reference models (each on half
+    of it) train on as many samples as the target."""
+    import yaml
+
+    from conftest import ROOT
+
+    from fedsafe import config as fc
+    from fedsafe.attacks.reference import half_masks, pool_arrays
+    from fedsafe.data.prepare import load_prepared
+    from fedsafe.jobs import prepare
+
+    cfg = yaml.safe_load((ROOT / "config/audit.yaml").read_text())
+    fc.validate(cfg)
+    for name in cfg["datasets"]:
+        prepare(fc.dataset_spec(cfg, name), tmp_path / name)
+        data = load_prepared(tmp_path / name)
+        _, y, offsets = pool_arrays(data)
+        ref_size = half_masks(2, len(y), 0)[0].sum()
+        assert abs(ref_size / offsets["holdout"] - 1) < 0.01, (ref_size, offsets)
 
 
 # ---------------------------------------------------------------- client-level canaries

@@ -8,7 +8,9 @@ epochs; centrally, or as a federation of the dataset's client count) on a random
 population pool: every training-split sample (the clients' and the holdout) plus the test split.
 Every pool point is IN for half of the models (complementary pairs), which the online variants use;
 the offline variants use, for each point, only the models it was OUT of, so the target points never
-influence the reference statistics they are compared with.
+influence the reference statistics they are compared with. A reference model thus trains on half
+the pool; it matches the target's training-set size where the clients hold half of the pool (the
+papers' set-up; `config/audit.yaml` sets `holdout_fraction` for it), and the job warns otherwise.
 
 The file holds, per reference model, its logits on the whole pool: attacks need no model of their
 own, only the target's logits.
@@ -124,8 +126,17 @@ def train_reference_models(data, spec: dict, out_path: Path, device: str = "cpu"
     tmp = Path(out_path).with_suffix(".tmp")
     torch.save(out, tmp)
     tmp.replace(out_path)
-    return {"n_models": spec["n_models"], "pool_size": int(len(y)), "train_size": int(mask[0].sum()),
+    info = {"n_models": spec["n_models"], "pool_size": int(len(y)),
+            "train_size": int(mask[0].sum()), "target_train_size": int(offsets["holdout"]),
             "initial_distance_to_target": init_dist, "seconds": time.time() - t0}
+    if abs(info["train_size"] / max(info["target_train_size"], 1) - 1) > 0.1:
+        import logging
+
+        logging.getLogger("fedsafe").warning(
+            "reference models train on %d samples, the target on %d: for references of the "
+            "target's size the clients must hold half of the pool (set the dataset's "
+            "holdout_fraction)", info["train_size"], info["target_train_size"])
+    return info
 
 
 def _target_initial(spec: dict, manifest: dict) -> dict:
