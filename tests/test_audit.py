@@ -47,6 +47,14 @@ def test_bound_covers_true_epsilon_of_randomised_response():
     assert below / 200 >= 0.95
 
 
+def test_ceiling_is_what_perfect_guesses_prove():
+    inc = np.arange(1000) % 2 == 0
+    perfect = audit(inc.astype(float), inc, delta=1e-5)
+    assert perfect["epsilon_lower_bound"] == pytest.approx(perfect["ceiling"])
+    assert 5.0 < perfect["ceiling"] < 5.6  # about 5.3 with 1,000 canaries at 95%
+    assert audit(np.zeros(1000), inc, delta=1e-5)["ceiling"] == perfect["ceiling"]
+
+
 def test_perfect_attack_and_compare_bounds():
     inc = np.random.default_rng(1).random(1000) < 0.5
     res = audit(inc.astype(float), inc, delta=1e-5)

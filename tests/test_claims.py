@@ -111,14 +111,15 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     readme.write_text(text + f"{start}\n{end}\n")
     audit_row = {"dataset": "d", "defense": "dp_fedavg", "noise_multiplier": 1.0,
                  "attack_type": "privacy_audit", "attack_value": 100.0, "formal_epsilon": 4.0,
-                 "audit_level": "client-level", "epsilon_ratio": 0.25, "violation": 0}
+                 "audit_level": "client-level", "epsilon_ratio": 0.25, "violation": 0,
+                 "audit_ceiling": 3.0}
     pd.DataFrame([{**audit_row, "seed": s, "empirical_epsilon": e}
                   for s, e in enumerate((0.9, 1.0, 1.1))]).to_csv(results / "summary.csv")
     publish(results, "config/audit.yaml", readme, tmp_path / "docs")
     text2 = readme.read_text()
     assert text2.startswith(text) and "--configfile config/audit.yaml" in text2
-    assert ("| d | dp_fedavg | 1 | 100 client-level | 3 | 4.00 ± 0.00 | 1.00 ± 0.25 | 0.25 ± 0.00 | 0 |"
-            in text2)
+    assert ("| d | dp_fedavg | 1 | 100 client-level | 3 | 4.00 ± 0.00 | 1.00 ± 0.25 | 0.25 ± 0.00 | "
+            "3.00 (below the accountant: a violation could not show) | 0 |" in text2)
     assert "## Audited cells" in (tmp_path / "docs" / "results-audit.md").read_text()
 
 

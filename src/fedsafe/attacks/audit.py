@@ -86,8 +86,11 @@ def audit(scores, included, delta: float = 0.0, confidence: float = 0.95,
         # ties (all 0 under no leakage) report the most guesses, the most informative count
         if eps >= best["epsilon_lower_bound"]:
             best = {"epsilon_lower_bound": eps, "guesses": r, "correct": v}
+    # the most any attack could prove here (every guess right): an accounted epsilon at or above
+    # it can never be flagged, so "no violation" there is no evidence
+    ceiling = max((epsilon_lower_bound(m, r, r, delta, level) for r in counts), default=0.0)
     return {**best, "n_canaries": m, "n_included": int(inc.sum()), "confidence": confidence,
-            "delta": delta}
+            "delta": delta, "ceiling": ceiling}
 
 
 def compare_bounds(lower: float | None, upper: float | None) -> dict:
@@ -156,4 +159,5 @@ def run_privacy_audit(ctx, options: dict) -> list[dict]:
              "epsilon_ratio": cmp["epsilon_ratio"], "violation": int(cmp["violation"]),
              "audit_guesses": res["guesses"], "audit_correct": res["correct"],
              "audit_confidence": res["confidence"], "audit_level": level,
+             "audit_ceiling": res["ceiling"],
              "attack_seconds": time.time() - t0}]
