@@ -10,6 +10,7 @@ data file themselves, so nothing large is pickled to the simulation workers.
 import json
 import logging
 import os
+import secrets
 import tempfile
 import time
 from functools import lru_cache
@@ -228,7 +229,9 @@ def _canary_clients(spec: dict, defense):
     if not opt or opt["kind"] != CLIENT_KIND:
         return None
     dp = defense.formal
-    dp.canaries = CanaryClients(opt["n"], spec["seed"], dp.clip)
+    # with secret noise the coins are secret too (the audit reads them from canaries.npz)
+    seed = secrets.randbits(63) if dp.options.get("secret_noise") else spec["seed"]
+    dp.canaries = CanaryClients(opt["n"], seed, dp.clip)
     return dp.canaries
 
 
