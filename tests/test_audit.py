@@ -288,21 +288,26 @@ def dp_fedavg_audit(noise_used: float, noise_accounted: float, seed: int = 0, ro
 def test_canary_clients_reach_the_sum_as_clipped_updates():
     from fedsafe.attacks.canaries import CanaryClients
 
-    c = CanaryClients(20, 3, clip=2.0)
+    c = CanaryClients(300, 3, clip=2.0)  # more than a chunk
     like = {"a": torch.zeros(7, 5), "n": torch.zeros(2, dtype=torch.long)}
-    u = c.direction(4, like)
-    assert set(u) == {"a"} and float(sum(v.pow(2).sum() for v in u.values())) == pytest.approx(1)
+    u = c.directions(like)
+    assert u.shape == (300, 35) and torch.allclose(u.norm(dim=1), torch.ones(300))
     total = c.round_sum(like, 1, rate=1.0)  # every included canary, at norm 2 each
-    expect = sum(2.0 * c.direction(int(i), like)["a"] for i in np.flatnonzero(c.included))
-    assert torch.allclose(total["a"], expect)
+    assert set(total) == {"a"}
+    assert torch.allclose(total["a"].flatten(), 2.0 * u[torch.from_numpy(c.included)].double().sum(0))
+    moved = {"a": total["a"].float(), "n": torch.zeros(2, dtype=torch.long)}
+    zero = {"a": torch.zeros(7, 5), "n": torch.zeros(2, dtype=torch.long)}
+    assert np.allclose(c.scores(zero, moved), (u.double() @ total["a"].flatten()).numpy(), atol=1e-5)
     assert 0.3 < c.included.mean() < 0.7
     assert not torch.equal(c.round_sum(like, 1, 0.5)["a"], c.round_sum(like, 2, 0.5)["a"])
 
 
 def test_client_level_no_leakage_bound_is_zero_in_95pct_of_seeds():
+    # 200 seeds, not 40: a valid 95% bound is above 0 in up to 5% of runs, and 3 or more of 40
+    # happen by chance a third of the time at exactly 5% (measured here: 2.5% of 200)
     zero = sum(dp_fedavg_audit(1.0, 1.0, seed=s, canaries_in_sums=False, size=(40, 50))[0]
-               ["epsilon_lower_bound"] == 0 for s in range(40))
-    assert zero >= 38
+               ["epsilon_lower_bound"] == 0 for s in range(200))
+    assert zero >= 190
 
 
 @pytest.mark.parametrize("noise, rate, rounds", [(2.0, 1.0, 4), (4.0, 0.5, 16)])

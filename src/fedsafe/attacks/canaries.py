@@ -105,40 +105,64 @@ def add_canaries(data_dir: Path, spec: dict, train_dir: Path) -> Path:
 
 
 class CanaryClients:
-    """Client-level canaries: n canary clients of update norm `clip`, coins from `seed`."""
+    """Client-level canaries: n canary clients of update norm `clip`, coins from `seed`. The
+    directions are the rows of one seeded (n, d) Gaussian matrix, normalised, in float32; drawn
+    once and kept where the matrix is small (1,000 canaries of small_cnn: 128 MB), else redrawn
+    in chunks every round so memory stays at a chunk whatever the model's size d."""
+
+    CHUNK = 128
+    KEEP = 64 * 2 ** 20  # entries of the largest matrix kept in memory
 
     def __init__(self, n: int, seed: int, clip: float):
         self.n, self.seed, self.clip = int(n), int(seed), float(clip)
         self.included = coins(self.n, self.seed)
+        self._kept: torch.Tensor | None = None
 
-    def direction(self, i: int, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Canary i's unit direction over the floating-point tensors of `like`."""
-        keys = [k for k, v in like.items() if v.is_floating_point()]
-        g = torch_generator(self.seed, "canary-client", i)
-        flat = torch.randn(sum(like[k].numel() for k in keys), generator=g, dtype=torch.float64)
-        flat /= flat.norm()
+    @staticmethod
+    def _keys(like: dict) -> list[str]:
+        return [k for k, v in like.items() if v.is_floating_point()]
+
+    def _directions(self, d: int):
+        """(first canary, unit directions of this chunk as rows), in canary order."""
+        if self._kept is not None and self._kept.shape[1] == d:
+            yield 0, self._kept
+            return
+        g = torch_generator(self.seed, "canary-client")
+        chunks = []
+        for start in range(0, self.n, self.CHUNK):
+            u = torch.randn(min(self.CHUNK, self.n - start), d, generator=g, dtype=torch.float64)
+            u = (u / u.norm(dim=1, keepdim=True)).float()
+            if self.n * d <= self.KEEP:
+                chunks.append(u)
+            yield start, u
+        if chunks:
+            self._kept = torch.cat(chunks)
+
+    def directions(self, like: dict) -> torch.Tensor:
+        """All n directions over the flattened floating-point tensors of `like`, as rows."""
+        d = sum(like[k].numel() for k in self._keys(like))
+        return torch.cat([u for _, u in self._directions(d)])
+
+    def round_sum(self, like: dict[str, torch.Tensor], rnd: int, rate: float) -> dict:
+        """The sum of the updates of the included canaries Poisson-sampled (rate) in round rnd."""
+        keys = self._keys(like)
+        sampled = np.random.default_rng([self.seed, 16, rnd]).random(self.n) < rate
+        pick = torch.from_numpy(self.included & sampled)
+        d = sum(like[k].numel() for k in keys)
+        flat = torch.zeros(d, dtype=torch.float64)
+        for start, u in self._directions(d):
+            flat += self.clip * u[pick[start:start + len(u)]].double().sum(0)
         out, at = {}, 0
         for k in keys:
             out[k] = flat[at:at + like[k].numel()].view(like[k].shape)
             at += like[k].numel()
         return out
 
-    def round_sum(self, like: dict[str, torch.Tensor], rnd: int, rate: float) -> dict:
-        """The sum of the updates of the included canaries Poisson-sampled (rate) in round rnd."""
-        sampled = np.random.default_rng([self.seed, 16, rnd]).random(self.n) < rate
-        total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in like.items()
-                 if v.is_floating_point()}
-        for i in np.flatnonzero(self.included & sampled):
-            for k, u in self.direction(int(i), like).items():
-                total[k] += self.clip * u
-        return total
-
     def scores(self, initial: dict, final: dict) -> np.ndarray:
         """<final - initial, u_i> for every canary (higher = more likely included)."""
-        moved = {k: (final[k].double() - initial[k].double()).cpu() for k in initial
-                 if initial[k].is_floating_point()}
-        return np.array([float(sum((moved[k] * u).sum() for k, u in self.direction(i, moved)
-                                   .items())) for i in range(self.n)])
+        moved = torch.cat([(final[k].double() - initial[k].double()).cpu().flatten()
+                           for k in self._keys(initial)])
+        return torch.cat([u.double() @ moved for _, u in self._directions(len(moved))]).numpy()
 
     def save(self, path: Path) -> None:
         np.savez(path, kind=CLIENT_KIND, included=self.included, seed=self.seed, clip=self.clip)
