@@ -30,7 +30,7 @@ def test_seeds_multiply_training_not_data(workdir):
 @pytest.mark.parametrize("name, counts", [
     # the default grid: 2 datasets x (1 + 1 + 1 + 1) trainings x 3 seeds; 4 attacks each, the
     # inversion on brain_mri's cells only, and the privacy audit of its one audited cell per seed
-    ("config", {"prepare_data": 2, "train": 24, "attack": 117}),
+    ("config", {"prepare_data": 2, "train": 24, "attack": 111}),
     # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 4 attacks each
     ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 288}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each
