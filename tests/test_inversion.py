@@ -425,3 +425,22 @@ def test_tradeoff_takes_the_worst_case_per_image_over_inversion_attacks():
             {**cell, "attack": "c", "ssim": float("nan"), "image_ssim": None}]  # skipped cell
     out = inversion_worst_case(pd.DataFrame(rows))
     assert out["value"].tolist() == pytest.approx([0.7])  # (0.9 + 0.5) / 2, not max(0.5, 0.35)
+
+
+def test_round_the_server_never_saw_is_skipped_with_the_reason(federations):
+    """A privacy budget can stop training before the attacked round, and Poisson client sampling
+    can leave a round empty: the attack says so instead of failing the job."""
+    from dataclasses import replace
+
+    from fedsafe.attacks.gradient_inversion import run_fedavg
+
+    ctx = federations["none"][0]
+    stopped = {"before_round": 1, "reason": "budget: round 1 would exceed the target"}
+    row = run_fedavg(replace(ctx, observed={}, train_result={**ctx.train_result,
+                                                              "stopped": stopped}), {})[0]
+    assert row["n_images"] == 0 and "stopped before round 1: budget" in row["skipped"]
+    empty = {r: {**v, "clients": []} for r, v in ctx.observed.items()}
+    row = run_fedavg(replace(ctx, observed=empty), {"round": 1})[0]
+    assert "no client took part in round 1" in row["skipped"]
+    with pytest.raises(ValueError, match="round 1 was not observed"):  # no stop: a real error
+        run_fedavg(replace(ctx, observed={}), {"round": 1})

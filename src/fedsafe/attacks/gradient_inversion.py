@@ -96,11 +96,20 @@ def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
 
     options = resolve(INVERSION_OPTIONS, options)
     rnd = options["round"] if options.get("round") is not None else min(ctx.observed, default=1)
+    mode = options["observation"]
+    skipped = {"attack_param": "round", "attack_value": float(rnd), "setting": SETTINGS[mode],
+               "n_images": 0}
+    stopped = ctx.train_result.get("stopped")
+    if rnd not in ctx.observed and stopped and rnd >= stopped["before_round"]:
+        # the privacy budget ended training first: the server never saw this round
+        return [{**skipped, "skipped": f"training stopped before round {rnd}: "
+                                       f"{stopped['reason']}"}]
     if rnd not in ctx.observed:
         raise ValueError(f"round {rnd} was not observed; add it to federation.observe_rounds "
                          f"(observed: {sorted(ctx.observed)})")
+    if not ctx.observed[rnd]["clients"]:  # Poisson client sampling drew nobody
+        return [{**skipped, "skipped": f"no client took part in round {rnd}"}]
     victim = ctx.observed[rnd]["clients"][0] if options["victim"] is None else int(options["victim"])
-    mode = options["observation"]
     shape, n_classes = _shape(ctx)
     t0 = time.time()
     if mode == "gradient":
