@@ -101,6 +101,7 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     text = readme.read_text()
     assert "typed by hand" not in text and text.count(START) == 1 and text.endswith("rest\n")
     assert "| claim | source | verdict | rule |" in text and "**contradicted**" in text
+    assert "**untested**" not in text and "2 claim(s) of the papers" in text  # counted, not listed
     assert "`make run` then `fedsafe publish" in text
     docs = (tmp_path / "docs" / "results.md").read_text()
     assert "## Claims" in docs and "## All tables" in docs
@@ -119,7 +120,7 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     text2 = readme.read_text()
     assert text2.startswith(text) and "--configfile config/audit.yaml" in text2
     assert ("| d | dp_fedavg | 1 | 100 client-level | 3 | 4.00 ± 0.00 | 1.00 ± 0.25 | 0.25 ± 0.00 | "
-            "3.00 (below the accountant: a violation could not show) | 0 |" in text2)
+            "3.00 (accountant above it: no violation could show) | 0 |" in text2)
     assert "## Audited cells" in (tmp_path / "docs" / "results-audit.md").read_text()
 
 
