@@ -58,11 +58,12 @@ def main(argv=None) -> None:
     pub.add_argument("results_dir", type=Path)
     pub.add_argument("--configfile", default="config/config.yaml",
                      help="the config the results came from (named in the docs)")
+    pub.add_argument("--commit", help="the commit whose code produced the results, if not HEAD's")
     args = p.parse_args(argv)
     if args.cmd == "publish":
         from fedsafe.publish import publish
 
-        publish(args.results_dir, args.configfile)
+        publish(args.results_dir, args.configfile, commit=args.commit)
         return
     if args.cmd == "relog":
         print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
