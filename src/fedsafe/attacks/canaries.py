@@ -26,7 +26,6 @@ from fedsafe.seeding import torch_generator
 
 SAMPLE_KINDS = ("noise", "mislabelled", "pixel")
 CLIENT_KIND = "update"  # client-level canaries
-CANARY_KINDS = (*SAMPLE_KINDS, CLIENT_KIND)
 
 
 def coins(n: int, seed: int) -> np.ndarray:
