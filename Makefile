@@ -7,7 +7,7 @@ CONFIG ?= config/config.yaml
 # More snakemake arguments, e.g. ARGS="--keep-going" or ARGS="--profile slurm".
 ARGS ?=
 
-.PHONY: run test test-slow lint bench install clean-results config-doc
+.PHONY: run publish test test-slow lint bench install clean-results config-doc
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -25,6 +25,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # snakemake runs here; see src/fedsafe/launch.py).
 run: install
 	$(BIN)/python -m fedsafe.launch --cores $(CORES) --configfile $(CONFIG) $(ARGS)
+
+# The published grid (config/published.yaml: the default grid's cells over 10 seeds, about an hour on
+# 2 cores), then its verdicts into the README block and docs/results.md, with its summary.csv
+# copied to docs/published/ and the commit that ran it named.
+publish: install
+	$(BIN)/python -m fedsafe.launch --cores $(CORES) --configfile config/published.yaml $(ARGS)
+	$(BIN)/fedsafe publish results/published --configfile config/published.yaml \
+		--commit $$(git rev-parse --short HEAD)
 
 # Two test workers on two cores, one torch thread each: with torch's default (a thread per core
 # in every worker) OpenMP threads spin against each other and tests run several times slower.

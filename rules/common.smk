@@ -21,6 +21,21 @@ try:
 except fc.ConfigError as err:
     raise WorkflowError(f"config error: {err}")
 
+
+# Before the first job of a real run (onstart: not in a dry run, a report, or each SLURM job):
+# a tracking server that is down or refuses the credentials is reported now, not after the
+# first training; folders that receive reconstruction grids are made readable by their owner.
+onstart:
+    from fedsafe import privacy_files, tracking
+
+    try:
+        tracking.check(config)
+    except tracking.TrackerError as err:
+        raise WorkflowError(f"config error: {err}")
+    if images := privacy_files.protect_images(config):
+        logger.warning(images)
+
+
 RESULTS = config["results_dir"]
 CELLS = fc.cells(config)
 CELL = "{dataset}/{defense}/noise_{noise}/seed_{seed}"

@@ -11,7 +11,7 @@ rule reference:
         f"{RESULTS}/benchmarks/reference/{{dataset}}/seed_{{seed}}.tsv"
     conda:
         "../envs/fedsafe.yaml"
-    threads: 2
+    threads: 1
     params:
         spec=lambda w: fc.reference_spec(config, w.dataset, w.seed),
     script:

@@ -74,6 +74,8 @@ rule claims:
         f"{RESULTS}/benchmarks/claims.tsv"
     conda:
         "../envs/fedsafe.yaml"
+    params:
+        prestated=config.get("claims", {}),
     script:
         "../workflow/scripts/claims.py"
 

@@ -12,7 +12,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{CELL}.tsv"
     conda:
         "../envs/fedsafe.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=0,
     params:

@@ -1,7 +1,14 @@
 """MLflow mirroring: parallel writers to one SQLite store lose nothing, reruns replace runs, and an
-unreachable tracker costs a warning, not the job."""
+unreachable tracker costs a warning, not the job. Security: a refused login is not retried and
+names the variables to set, the tracker is checked before any job, secrets reach no log line,
+param or tag, and images of the data reach MLflow only when the config opts in (the same
+against a real authenticated server: test_tracking_auth.py)."""
 
+import os
+import stat
+import sys
 import time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -127,3 +134,204 @@ def test_reference_models_get_a_run_of_their_own(tmp_path):
     assert run.data.tags["fedsafe.job"] == "reference" and run.data.params["n_models"] == "2"
     assert run.data.metrics["train_size"] == 50
     assert run.data.metrics["min_initial_distance_to_target"] == 4.0
+
+
+# --- security: credentials, refused logins, images of the data --------------------------------
+
+SECRET = "planted-Secret-4e1f"
+
+
+@pytest.fixture(autouse=True)
+def credentials_restored(monkeypatch):
+    """without_credentials() exports the credentials it strips from a URI: each test starts
+    without them, and what it exported is undone after it."""
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(var, "")  # records the variable's state for the undo
+        monkeypatch.delenv(var)
+
+
+@pytest.fixture
+def refusing_server():
+    """A local HTTP server that answers every request with 401 (or 403 for user `reader`), as an
+    authenticated tracking server answers a wrong password."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        def _refuse(self):
+            reader = "Basic " + base64.b64encode(f"reader:{SECRET}".encode()).decode()
+            status = 403 if self.headers.get("Authorization") == reader else 401
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"You are not authenticated.")
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("user", ["job", "reader"])
+def test_refused_credentials_stop_at_once_and_say_what_to_set(refusing_server, monkeypatch,
+                                                               caplog, user):
+    from fedsafe.tracking import log_job
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    train = fake_train(0)
+    t0 = time.time()
+    with caplog.at_level("WARNING", logger="fedsafe.tracking"):
+        assert log_job(refusing_server, "exp", train["cell"], "train", train["spec"], {},
+                       {}) is None
+    assert time.time() - t0 < 10  # seven attempts with back-off took minutes
+    (record,) = caplog.records  # one warning, no retries
+    status = 403 if user == "reader" else 401
+    assert f"HTTP {status}" in record.message and "not retried" in record.message
+    assert "MLFLOW_TRACKING_USERNAME" in record.message
+    assert "MLFLOW_TRACKING_PASSWORD" in record.message and "fedsafe relog" in record.message
+    assert SECRET not in caplog.text
+
+
+def test_probe_names_the_variables_or_the_uri(refusing_server, monkeypatch):
+    from fedsafe.tracking import TrackerError, probe
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "job")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    with pytest.raises(TrackerError, match="HTTP 401.*MLFLOW_TRACKING_USERNAME and "
+                       "MLFLOW_TRACKING_PASSWORD"):
+        probe(refusing_server)
+    with pytest.raises(TrackerError, match=r"http://127\.0\.0\.1:9 does not answer") as err:
+        probe(f"http://job:{SECRET}@127.0.0.1:9")
+    assert SECRET not in str(err.value)
+    probe("sqlite:///nowhere/mlflow.db")  # a local store needs no probe
+
+
+def test_check_before_any_job(refusing_server, monkeypatch, tmp_path):
+    """The workflow's onstart check: skipped when tracking is off, names the config key,
+    refuses credentials in the config file, and redacts them from the environment's URI."""
+    from fedsafe.tracking import TrackerError, check
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = {"results_dir": str(tmp_path), "mlflow": {"tracking_uri": refusing_server}}
+    with pytest.raises(TrackerError, match=r"^mlflow\.tracking_uri: .*HTTP 401"):
+        check(config)
+    check({**config, "mlflow": {"tracking_uri": "http://127.0.0.1:9", "enabled": False}})
+    check({"results_dir": str(tmp_path), "mlflow": {}})  # the local store
+    with pytest.raises(TrackerError, match="credentials in a config file") as err:
+        check({**config, "mlflow": {"tracking_uri": f"http://job:{SECRET}@127.0.0.1:9"}})
+    assert SECRET not in str(err.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://job:{SECRET}@127.0.0.1:9")
+    with pytest.raises(TrackerError, match=r"from MLFLOW_TRACKING_URI.*127\.0\.0\.1:9 does not "
+                       "answer") as err:
+        check(config)
+    assert SECRET not in str(err.value)
+
+
+def test_credentials_leave_the_uri_for_the_environment(monkeypatch, tmp_path):
+    from fedsafe.tracking import redact, tracking_uri, without_credentials
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://job:{SECRET}@tracker:5000/x")
+    assert tracking_uri({}, tmp_path) == "https://tracker:5000/x"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "job"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == SECRET  # MLflow still logs in
+    assert without_credentials("sqlite:///a/b.db") == "sqlite:///a/b.db"
+    text = redact(f"failed: https://job:{SECRET}@tracker:5000/x, password {SECRET}")
+    assert SECRET not in text and "https://***@tracker:5000/x" in text
+
+
+def test_secrets_reach_no_param_tag_or_log_line(tmp_path, monkeypatch, caplog):
+    """A secret planted in the environment and in a URI appears in no MLflow param or tag and
+    in no log line, even where a caller passes it along."""
+    from mlflow.tracking import MlflowClient
+
+    from fedsafe.tracking import log_job
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", SECRET + "-token")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    train = fake_train(0)
+    spec = {**train["spec"], "note": f"http://job:{SECRET}@tracker:5000"}
+    with caplog.at_level("INFO"):
+        run_id = log_job(uri, "exp", train["cell"], "train", spec, {"accuracy": 0.5},
+                         {"where": f"token {SECRET}-token"})
+        log_job(f"http://job:{SECRET}@127.0.0.1:9", "exp", train["cell"], "train", spec, {},
+                {}, attempts=1)
+    run = MlflowClient(uri).get_run(run_id)
+    stored = " ".join([*run.data.params.values(), *run.data.tags.values()])
+    assert "http://***@tracker:5000" in stored
+    assert SECRET not in stored and SECRET not in caplog.text
+
+
+def fake_grids(tmp_path):
+    cell = tmp_path / "attacks/mri/none/noise_0/seed_0"
+    plots = tmp_path / "plots"
+    files = {"grid": cell / "dlg_round1_reconstructions.png",
+             "copy": plots / "reconstructions/mri__dlg_round1_reconstructions.png",
+             "plot": plots / "frontier.png"}
+    for f in files.values():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"\x89PNG image")
+    return files
+
+
+@pytest.mark.parametrize("upload", [False, True])
+def test_images_of_the_data_reach_mlflow_only_when_opted_in(tmp_path, upload):
+    from mlflow.tracking import MlflowClient
+
+    from fedsafe.tracking import log_summary
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    files = fake_grids(tmp_path)
+    train = fake_train(0)
+    log_train(uri, "exp", train)
+    attack_id = log_attack(uri, "exp", fake_attack(train), train["spec"], [files["grid"]],
+                           upload_images=upload)
+    summary_id = log_summary(uri, "exp", "hash", {"plots": [files["plot"], files["copy"]]},
+                             upload_images=upload)
+    client = MlflowClient(uri)
+    attack = [a.path for a in client.list_artifacts(attack_id)]
+    summary = [a.path for a in client.list_artifacts(summary_id, "plots")]
+    assert attack == (["dlg_round1_reconstructions.png"] if upload else [])
+    assert summary == (["plots/frontier.png", "plots/mri__dlg_round1_reconstructions.png"]
+                       if upload else ["plots/frontier.png"])
+    assert all(f.exists() for f in files.values())  # the results folder keeps them
+
+
+def test_jobs_get_the_opt_in_from_the_config(monkeypatch, tmp_path):
+    from fedsafe.jobs import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = {"results_dir": str(tmp_path), "mlflow": {"upload_images": True}}
+    assert tracking(config)["upload_images"] is True
+    assert not tracking({**config, "mlflow": {}}).get("upload_images")
+
+
+def test_image_folders_readable_by_their_owner_only(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import base_config
+
+    from fedsafe import config as fc
+    from fedsafe.privacy_files import private_dir, protect_images
+
+    existing = tmp_path / "existing"
+    existing.mkdir(mode=0o755)
+    assert stat.S_IMODE(private_dir(existing).stat().st_mode) == 0o700
+    config = base_config(results_dir=str(tmp_path / "results"))
+    fc.validate(config)
+    assert protect_images(config) is None  # no attack saves images: nothing to say
+    config["attacks"]["inverting_gradients"] = {
+        "options": {"observation": "gradient", "round": 1, "save_images": True}}
+    config["datasets"]["mri"]["source"] = "brain_tumor_mri"  # as if real: named in the warning
+    warning = protect_images(config)
+    for folder in (tmp_path / "results/attacks", tmp_path / "results/plots"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert str(folder) in warning
+    assert "of mri (patients' images)" in warning and "upload_images: false" in warning

@@ -1,7 +1,8 @@
 """The DAG: exact job counts per rule, and training reused by every attack."""
 
 import pytest
-from conftest import base_config, job_counts, snakemake
+import yaml
+from conftest import ROOT, base_config, job_counts, snakemake
 
 pytestmark = pytest.mark.xdist_group("dag")
 
@@ -31,6 +32,8 @@ def test_seeds_multiply_training_not_data(workdir):
     # the default grid: 2 datasets x (1 + 1 + 1 + 1) trainings x 3 seeds; 4 attacks each, the
     # inversion on brain_mri's cells only, and the privacy audit of its one audited cell per seed
     ("config", {"prepare_data": 2, "train": 24, "attack": 111}),
+    # the same cells over 10 seeds
+    ("published", {"prepare_data": 2, "train": 80, "attack": 370}),
     # 3 datasets x (1 + 3 + 1 + 3) trainings x 3 seeds; 4 attacks each
     ("fedsafe", {"prepare_data": 3, "train": 72, "attack": 288}),
     # 1 dataset x (1 + 4) x 3 seeds; 5 attacks each
@@ -72,3 +75,14 @@ def test_missing_hand_downloaded_data_stops_before_any_job(workdir):
     out = proc.stdout + proc.stderr
     assert "datasets.brain_mri.options.root: data/brain_tumor_mri not found" in out
     assert "brain-tumor-mri-dataset" in out
+
+
+def test_published_grid_is_the_default_grid_over_more_seeds():
+    """The README's headline verdicts come from config/published.yaml: the default grid's cells,
+    recipe and attacks, only with 10 seeds (and its own experiment and results folder)."""
+    load = lambda name: yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())  # noqa: E731
+    default, published = load("config"), load("published")
+    assert len(published["seeds"]) >= 10 and set(default["seeds"]) < set(published["seeds"])
+    for key in ("seeds", "experiment", "results_dir"):
+        default.pop(key), published.pop(key)
+    assert published == default

@@ -2,7 +2,8 @@
 MLflow again (for jobs that ran while the tracker was unreachable). Replaces runs, never
 duplicates them, so it is safe to run any number of times.
 
-`fedsafe compare A.csv B.csv`: the metrics of two summaries that moved beyond their intervals.
+`fedsafe compare A.csv B.csv`: the metrics of two summaries that moved beyond their
+intervals, the drift per metric over rows paired by seed, and the claim verdicts that changed.
 `fedsafe publish RESULTS_DIR`: the run's verdicts into README.md, its claims and tables into docs/."""
 
 import argparse
@@ -46,12 +47,14 @@ def main(argv=None) -> None:
     r.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else "
                    "sqlite:///RESULTS_DIR/mlflow.db")
     c = sub.add_parser("compare", help="list the metrics of two summary.csv files that moved "
-                       "beyond their 95%% intervals over seeds")
+                       "beyond their 95%% intervals over seeds, the drift per metric (rows paired "
+                       "by seed) and the claim verdicts that changed")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     c.add_argument("--atol", type=float, default=1e-9,
                    help="single-seed cells: how far means may differ (default 1e-9)")
-    c.add_argument("--fail", action="store_true", help="exit 1 if any metric moved")
+    c.add_argument("--fail", action="store_true",
+                   help="exit 1 if any metric moved or any claim verdict changed")
     pub = sub.add_parser("publish", help="copy RESULTS_DIR's verdicts into README.md and its "
                          "claims and tables into docs/results.md (docs/results-<name>.md for "
                          "config/<name>.yaml)")
@@ -70,12 +73,18 @@ def main(argv=None) -> None:
         return
     import pandas as pd
 
-    from fedsafe.compare import compare
+    from fedsafe.compare import compare, drift, verdict_changes
 
-    moved = compare(pd.read_csv(args.a), pd.read_csv(args.b), args.atol)
+    a, b = pd.read_csv(args.a), pd.read_csv(args.b)
+    moved, gaps, changed = compare(a, b, args.atol), drift(a, b), verdict_changes(a, b)
+    print("## Metrics beyond their intervals\n")
     print(moved.to_markdown(index=False, floatfmt=".4g") if len(moved) else
           "No metric moved beyond its interval.")
-    if args.fail and len(moved):
+    print("\n## Drift per metric (|A - B| over rows paired by seed)\n")
+    print(gaps.to_markdown(index=False, floatfmt=".4g") if len(gaps) else "No paired rows.")
+    print("\n## Claim verdicts that changed\n")
+    print(changed.to_markdown(index=False) if len(changed) else "No claim verdict changed.")
+    if args.fail and (len(moved) or len(changed)):
         raise SystemExit(1)
 
 

@@ -76,6 +76,13 @@ def check(config: dict) -> None:
     """Checks that a JSON schema cannot express: ids known to the registries, every option
     against its registry declaration, noise axes, and keys that must agree with each other."""
     fed = config["federation"]
+    if config.get("claims"):
+        from fedsafe.claims import CLAIMS  # pandas: only for a config that pre-states levels
+
+        known = [c.id for c in CLAIMS]
+        for claim_id in config["claims"]:
+            if claim_id not in known:
+                raise ConfigError(f"claims.{claim_id}: unknown claim; known: {known}")
     if fed["model"] not in MODELS:
         raise ConfigError(f"federation.model: unknown model {fed['model']!r}; known: "
                           f"{known_models()}")

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from fedsafe.tracking_queue import log_call
+
 log = logging.getLogger("fedsafe")
 
 
@@ -103,8 +105,11 @@ def tracking(config: dict) -> dict | None:
     cfg = config.get("mlflow", {})
     if not cfg.get("enabled", True):
         return None
-    return {"uri": tracking_uri(cfg, config.get("results_dir", "results")),
-            "experiment": config.get("experiment", "fedsafe")}
+    tracked = {"uri": tracking_uri(cfg, config.get("results_dir", "results")),
+               "experiment": config.get("experiment", "fedsafe")}
+    if cfg.get("upload_images"):  # reconstruction grids go to MLflow only when opted in
+        tracked["upload_images"] = True
+    return tracked
 
 
 def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict | None = None,
@@ -132,10 +137,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
     if tracked:
-        from fedsafe.tracking import log_train
-
         model = Path(files["model"]) if files else Path(out_json).with_name("model.pt")
-        log_train(tracked["uri"], tracked["experiment"], result, [model])
+        log_call("log_train", tracked["uri"], tracked["experiment"], result, [model])
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
@@ -154,10 +157,8 @@ def reference(spec: dict, data_path: str | Path, out_path: str | Path,
     info = {**info, "spec": spec}
     write_json(info, Path(out_path).with_suffix(".json"))
     if tracked:
-        from fedsafe.tracking import log_reference
-
-        log_reference(tracked["uri"], tracked["experiment"], info,
-                      [Path(out_path).with_suffix(".json")])
+        log_call("log_reference", tracked["uri"], tracked["experiment"], info,
+                 [Path(out_path).with_suffix(".json")])
     log.info("reference models of %s seed %s: %d in %.1fs", spec["dataset"], spec["seed"],
              info["n_models"], info["seconds"])
     return info
@@ -190,8 +191,54 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
               "seconds": time.time() - t0}
     write_json(result, out_json)
     if tracked:
-        from fedsafe.tracking import log_attack
-
-        log_attack(tracked["uri"], tracked["experiment"], result, train_spec,
-                   sorted(Path(out_json).parent.glob("*_reconstructions.png")))
+        log_call("log_attack", tracked["uri"], tracked["experiment"], result, train_spec,
+                 sorted(Path(out_json).parent.glob("*_reconstructions.png")),
+                 upload_images=tracked.get("upload_images", False))
     return rows
+
+
+def aggregate(expected: list[dict], config_hash: str, csv: str, parquet: str,
+              missing: str) -> None:
+    """summary.csv (and .parquet) from every job file of the grid; missing.csv lists the rest."""
+    from fedsafe.results import summarise
+
+    summary, problems = summarise(expected, config_hash)
+    summary.to_csv(csv, index=False)
+    summary.to_parquet(parquet, index=False)
+    problems.to_csv(missing, index=False)
+    if len(problems):
+        log.warning("%d jobs missing or stale, listed in %s:\n%s", len(problems), missing,
+                    problems)
+
+
+def tables(summary: str, missing: str, out_dir: str) -> None:
+    from fedsafe.results import write_tables
+
+    write_tables(summary, missing, Path(out_dir))
+
+
+def claims(summary: str, out: str, prestated: dict | None = None) -> None:
+    from fedsafe.claims import write_claims
+
+    write_claims(summary, out, prestated)
+
+
+def plots(summary: str, claims_md: str, tables: list[str], out_dir: str, svgs: list[str],
+          attack_files: list[str], attacks_dir: str, config_hash: str,
+          tracked: dict | None = None) -> None:
+    """Figures, then the summary, claims, tables and figures mirrored to MLflow as the
+    experiment's `summary` run. Inversion attacks with `save_images: true` leave grids and loss
+    curves beside their JSON."""
+    from fedsafe.plots import write_plots
+
+    attacks_dir = Path(attacks_dir)
+    cell_dirs = {Path(f).parent for f in attack_files}
+    recon = {f"{d.relative_to(attacks_dir)}/{png.stem}": png
+             for d in cell_dirs for pattern in ("*_reconstructions.png", "*_loss.png")
+             for png in d.glob(pattern)}
+    pngs = write_plots(summary, Path(out_dir), recon)
+    if tracked:
+        log_call("log_summary", tracked["uri"], tracked["experiment"], config_hash,
+                 {"": [summary, claims_md], "tables": list(tables),
+                  "plots": [str(p) for p in pngs] + list(svgs)},
+                 upload_images=tracked.get("upload_images", False))

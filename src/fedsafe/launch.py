@@ -9,6 +9,7 @@ the workflow profile's `rerun-incomplete` (profiles/default/config.yaml).
 """
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,10 @@ def workdir_of(args: list[str]) -> Path:
 
 
 def _is_snakemake(argv: list[str]) -> bool:
-    """Snakemake itself (`snakemake`, `python -m snakemake`) or one of its script jobs."""
+    """Snakemake itself (`snakemake`, `python -m snakemake`), one of its script jobs, or the job
+    server that runs them (and its children)."""
     return any(a == "snakemake" or Path(a).name == "snakemake" or "/.snakemake/scripts/" in a
-               for a in argv)
+               or a == "fedsafe.worker" for a in argv)
 
 
 def running_in(workdir: Path) -> list[int]:
@@ -66,12 +68,38 @@ def unlock_if_stale(args: list[str]) -> bool:
     return True
 
 
-def main(args: list[str] | None = None) -> None:
+def runs_locally(args: list[str]) -> bool:
+    """Jobs run on this machine (no cluster profile or executor), so a warm job server helps."""
+    return not any(a.split("=")[0] in ("--profile", "--executor", "-e", "--workflow-profile")
+                   for a in args) and os.environ.get("FEDSAFE_WORKER", "") != "off"
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run Snakemake with a warm job server (local runs) and an MLflow logger beside it
+    (`fedsafe.worker`, `fedsafe.tracking_queue`); both end with it."""
+    from fedsafe import tracking_queue, worker
+
     args = sys.argv[1:] if args is None else args
     unlock_if_stale(args)
-    cmd = snakemake_cmd() + args
-    os.execv(cmd[0], cmd)
+    env = dict(os.environ)
+    helpers = []
+    if runs_locally(args):
+        server, env[worker.ENV] = worker.start_server()
+        helpers.append(server)
+    queue = workdir_of(args) / ".snakemake" / "fedsafe-mlflow-queue"
+    logger = tracking_queue.start_logger(queue)
+    env[tracking_queue.ENV] = str(queue)
+    # Ctrl-C reaches Snakemake and its jobs through the terminal; the launcher only waits
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    snakemake = subprocess.Popen(snakemake_cmd() + args, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: snakemake.terminate())
+    rc = snakemake.wait()
+    for proc in helpers:
+        proc.terminate()
+        proc.wait()  # its CPU time then counts as this run's (bench/bench_grid.py)
+    tracking_queue.stop_logger(logger, queue)
+    return rc
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

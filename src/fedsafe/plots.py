@@ -37,14 +37,26 @@ def _per_cell(frame: pd.DataFrame, metric: str, how: str = "mean") -> pd.DataFra
 
 
 def _seed_stats(frame: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    """Mean over seeds and `err`, the half-width of its 95% t interval (0 with one seed)."""
-    from fedsafe.stats import interval
+    """Mean over seeds, and `down`/`up`: the distances from the mean down and up to the limits of its
+    95% t interval, clipped to the metric's range as the tables clip them (0 with one seed)."""
+    from fedsafe.results import METRIC_KIND
+    from fedsafe.stats import bounds, interval
 
-    def half_width(v):
-        mean, lo, hi = interval(v.astype(float))
-        return 0.0 if np.isnan(lo) else (hi - lo) / 2
+    within = bounds(METRIC_KIND.get(metric))
 
-    return frame.groupby(by, as_index=False)[metric].agg(mean="mean", err=half_width)
+    def below(v):
+        mean, lo, _ = interval(v.astype(float), within=within)
+        return 0.0 if np.isnan(lo) else mean - lo
+
+    def above(v):
+        mean, _, hi = interval(v.astype(float), within=within)
+        return 0.0 if np.isnan(hi) else hi - mean
+
+    return frame.groupby(by, as_index=False)[metric].agg(mean="mean", down=below, up=above)
+
+
+def _err(frame: pd.DataFrame, key) -> list[list[float]]:
+    return [[frame.loc[key, "down"]], [frame.loc[key, "up"]]]
 
 
 def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, stem: Path) -> None:
@@ -58,7 +70,8 @@ def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, st
     colors = {v: f"C{i}" for i, v in enumerate(sorted(stats[line].unique()))}
     for ax, defense in zip(axes[0], noisy or ["(no noisy defense)"]):
         for value, g in stats[stats["defense"] == defense].groupby(line):
-            ax.errorbar(g["noise_multiplier"], g["mean"], yerr=g["err"], marker="o", capsize=3,
+            ax.errorbar(g["noise_multiplier"], g["mean"], yerr=[g["down"], g["up"]], marker="o",
+                        capsize=3,
                         color=colors[value], label=str(value))
         for (value, ref), g in flat.groupby([line, "defense"]):
             ax.axhline(g["mean"].iloc[0], ls="--", lw=1, color=colors[value],
@@ -95,7 +108,7 @@ def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
         for ax, ((attack, norm), p) in zip(axes[i], panels):
             ax.set_axis_on()
             for setting, g in p.groupby("setting"):
-                ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=g["err"],
+                ax.errorbar(g["attack_value"].astype(float), g["mean"], yerr=[g["down"], g["up"]],
                             marker="o", capsize=3, label=setting)
             ax.set(title=f"{dataset}: {attack}", ylabel="robust accuracy",
                    xlabel=f"perturbation budget ε ({norm}, pixels in [0,1])")
@@ -132,8 +145,8 @@ def frontier(df: pd.DataFrame, stem: Path) -> None:
             ax, x, y = axes[row][col], stats[xm], stats[ym]
             for key in y.index[y["mean"].notna()]:
                 dataset, defense, noise = key
-                ax.errorbar(x.loc[key, "mean"], y.loc[key, "mean"], xerr=x.loc[key, "err"],
-                            yerr=y.loc[key, "err"], capsize=3, ls="none",
+                ax.errorbar(x.loc[key, "mean"], y.loc[key, "mean"], xerr=_err(x, key),
+                            yerr=_err(y, key), capsize=3, ls="none",
                             marker=MARKERS[datasets.index(dataset) % len(MARKERS)],
                             color=f"C{defenses.index(defense)}")
                 ax.annotate(f"σ={noise:g}", (x.loc[key, "mean"], y.loc[key, "mean"]),
@@ -188,7 +201,9 @@ def write_plots(summary_csv: str | Path, out_dir: str | Path,
     PNG paths."""
     df = pd.read_csv(summary_csv)
     out = Path(out_dir)
-    (out / "reconstructions").mkdir(parents=True, exist_ok=True)
+    from fedsafe.privacy_files import private_dir  # patients' images: owner-only
+
+    private_dir(out / "reconstructions")
     cells = df.drop_duplicates(CELL_COLUMNS)
     metric_vs_noise(cells, "clean_accuracy", "dataset", "clean test accuracy",
                     out / "accuracy_vs_noise")

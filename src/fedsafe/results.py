@@ -1,14 +1,19 @@
 """Tidy results: the summary table (one row per cell x attack x attack parameter), the list of
 missing or stale jobs, and the paper-style tables rendered from the summary (mean and 95% interval
-over seeds; bold only where a difference is significant) as Markdown, LaTeX and HTML."""
+over seeds, limits within the metric's range; bold: the best cell and those not significantly
+worse, Holm-corrected, never a whole column) as Markdown, LaTeX and HTML. The rules are in
+`fedsafe.stats`; this module knows which summary column holds what (`METRIC_KIND`,
+`sampling_se`)."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fedsafe import config as fc
 from fedsafe import robustness as rb
+from fedsafe import stats
 
 CELL_COLUMNS = ["dataset", "defense", "noise_multiplier", "seed"]
 KEYS = ["dataset", "defense", "noise_multiplier"]  # a table row: one grid point, all seeds
@@ -19,6 +24,16 @@ HIGHER_IS_BETTER = {"clean_accuracy", "eval_clean_accuracy", "robust_accuracy",
 TABLES = {"fedsafe": "Robustness (Fed-Safe style)", "medpfl": "Gradient inversion (MedPFL style)",
           "tradeoff": "Privacy-utility-robustness trade-off"}
 FORMATS = ("md", "tex", "html")
+# What each summary column measures (`fedsafe.stats`: its range, sampling error, margin, drift);
+# columns not listed are unbounded and counted over seeds alone.
+METRIC_KIND = {"clean_accuracy": "clean", "eval_clean_accuracy": "clean",
+               "robust_accuracy": "robust", "client_robust_accuracy": "robust",
+               "attack_success_rate": "success", "client_attack_success_rate": "success",
+               "transfer_rate": "transfer", "ssim": "ssim", "auc": "auc",
+               "reconstruction_success_rate": "share", "label_accuracy": "share",
+               "tpr_at_1pct_fpr": "share", "tpr_at_0_1pct_fpr": "share",
+               "epsilon": "nonnegative", "empirical_epsilon": "nonnegative",
+               "epsilon_ratio": "nonnegative", "mse": "nonnegative", "rounds_run": "nonnegative"}
 
 
 def spec_hash(spec: dict) -> str:
@@ -67,6 +82,9 @@ def _train_row(train: dict) -> dict:
             # why training stopped before `rounds` (the privacy budget), else empty
             "stopped": (train.get("stopped") or {}).get("reason"),
             "clean_accuracy": train["clean_accuracy"],
+            "n_test": train.get("n_test"),  # test images behind clean_accuracy (its sampling error)
+            # the last round's change of test accuracy (a converged recipe: below 0.01)
+            "last_round_change": train.get("last_round_change"),
             "test_loss": train.get("test_loss"), "train_seconds": train["train_seconds"],
             "startup_seconds": train.get("startup_seconds"),
             "lr": s["federation"]["lr"]}  # noise on updates reads against lr (fedsafe.claims)
@@ -112,6 +130,60 @@ def summarise(expected: list[dict], config_hash: str) -> tuple[pd.DataFrame, pd.
     return rb.add_flags(summary), missing
 
 
+# ---- sampling error of one seed's value ----
+
+def _num(frame: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(
+        np.nan, index=frame.index)
+
+
+def _images(frame: pd.DataFrame, column: str) -> pd.Series:
+    """How many images a share in `column` is a share of (NaN: unknown)."""
+    if column == "clean_accuracy":
+        return _num(frame, "n_test")
+    n = _num(frame, "n_samples")  # the attacked subset
+    if column in ("attack_success_rate", "client_attack_success_rate"):  # of the correct ones
+        n = n * _num(frame, "eval_clean_accuracy")
+    if column == "transfer_rate":  # of the examples that fooled their own copy
+        n = n * _num(frame, "eval_clean_accuracy") * _num(frame, "client_attack_success_rate")
+    return n
+
+
+def _mean_se(values) -> float:
+    """Standard error of a mean over images (NaN below two)."""
+    v = np.asarray(list(values), dtype=float)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
+
+
+def _image_se(per_image) -> float:
+    """Standard error of a mean SSIM, from its per-image scores (`image_ssim`, JSON)."""
+    return _mean_se(json.loads(per_image).values()) if isinstance(per_image, str) else np.nan
+
+
+def sampling_se(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Per summary row, the sampling error of `column` within its seed (`fedsafe.stats`):
+    binomial over the images evaluated for accuracies and rates (`n_test`, `n_samples`), the
+    per-image spread for SSIM (`image_ssim`), the bootstrap interval for AUC (`auc_ci_low`,
+    `auc_ci_high`). NaN where the summary lacks what it needs (read as `stats.UNKNOWN_SE`); 0 for
+    metrics without a sampling model (epsilon, PSNR, MSE: seeds alone)."""
+    kind = METRIC_KIND.get(column)
+    if kind not in stats.SAMPLED or column not in frame:
+        return pd.Series(0.0, index=frame.index)
+    if kind == "auc":
+        se = stats.se_from_interval(_num(frame, "auc_ci_low"), _num(frame, "auc_ci_high"))
+    elif kind == "ssim":
+        se = (frame["image_ssim"].map(_image_se) if "image_ssim" in frame
+              else pd.Series(np.nan, index=frame.index))
+    else:
+        se = stats.binomial_se(_num(frame, column), _images(frame, column))
+    return pd.Series(np.asarray(se, dtype=float), index=frame.index)
+
+
+def _rms(se: pd.Series) -> float:
+    """One seed's error over several rows of the same images: as if fully correlated."""
+    return float(np.sqrt(np.mean(np.square(se.astype(float)))))
+
+
 # ---- tables ----
 
 def _family(df: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -128,8 +200,9 @@ def _long(frame: pd.DataFrame, metric: str, column: str) -> pd.DataFrame:
     """One value per (grid point, seed) for one output column; the tables' raw material."""
     if metric not in frame or frame.empty:
         return pd.DataFrame()
-    out = frame.groupby(CELL_COLUMNS, as_index=False)[metric].mean()
-    return out.rename(columns={metric: "value"}).assign(column=column, metric=metric)
+    out = frame.assign(se=sampling_se(frame, metric)).groupby(CELL_COLUMNS, as_index=False).agg(
+        value=(metric, "mean"), se=("se", _rms))
+    return out.assign(column=column, metric=metric)
 
 
 def _settings(frame: pd.DataFrame, always: bool = False) -> list[tuple]:
@@ -177,11 +250,13 @@ def _worst_case(df: pd.DataFrame) -> pd.DataFrame:
 def tradeoff_long(df: pd.DataFrame) -> pd.DataFrame:
     """Worst case per seed: robust accuracy per sample over every evasion attack (the lowest over
     eps), the highest SSIM and AUC over attacks."""
-    def worst(frame, metric, how, column):
+    def worst(frame, metric, how, column):  # the row itself, so its sampling error comes along
         if metric not in frame or frame.empty:
             return pd.DataFrame()
-        out = frame.groupby(CELL_COLUMNS, as_index=False)[metric].agg(how)
-        return out.rename(columns={metric: "value"}).assign(column=column, metric=metric)
+        f = frame.assign(value=_num(frame, metric), se=sampling_se(frame, metric))
+        f = f.dropna(subset=["value"]).sort_values("value", ascending=how == "min", kind="stable")
+        return (f.drop_duplicates(CELL_COLUMNS)[CELL_COLUMNS + ["value", "se"]]
+                .assign(column=column, metric=metric))
 
     return pd.concat([
         _long(df, "clean_accuracy", "clean acc."),
@@ -232,7 +307,8 @@ def _with_setting(inv: pd.DataFrame) -> pd.DataFrame:
 def inversion_worst_case(inv: pd.DataFrame) -> pd.DataFrame:
     """Per attacked image, its best reconstruction over every inversion attack run on the cell
     (the patient's worst case), averaged over those images: one value per (grid point, seed).
-    Rows without per-image scores (`image_ssim`) count with their mean SSIM."""
+    Rows without per-image scores (`image_ssim`) count with their mean SSIM. `se`: the standard
+    error of that mean over the images (NaN where there are no per-image scores)."""
     if "ssim" not in inv or inv["ssim"].isna().all():
         return pd.DataFrame()
     out = []
@@ -245,19 +321,33 @@ def inversion_worst_case(inv: pd.DataFrame) -> pd.DataFrame:
                     per_image[img] = max(v, per_image.get(img, -1.0))
             else:
                 plain.append(row["ssim"])
-        values = plain + ([sum(per_image.values()) / len(per_image)] if per_image else [])
-        out.append({**dict(zip(CELL_COLUMNS, keys)), "value": max(values)})
+        values = [(v, np.nan) for v in plain]  # (mean SSIM, its standard error)
+        if per_image:
+            values.append((sum(per_image.values()) / len(per_image),
+                           _mean_se(per_image.values())))
+        value, se = max(values, key=lambda x: x[0])
+        out.append({**dict(zip(CELL_COLUMNS, keys)), "value": value, "se": se})
     return pd.DataFrame(out).assign(column="recon. SSIM", metric="ssim")
 
 
+def _with_se(long: pd.DataFrame) -> pd.DataFrame:
+    """A long frame built without sampling errors: unknown for sampled metrics, 0 otherwise."""
+    if "se" in long:
+        return long
+    sampled = long["metric"].map(METRIC_KIND).isin(stats.SAMPLED)
+    return long.assign(se=np.where(sampled, np.nan, 0.0))
+
+
 def stats_table(long: pd.DataFrame, flagged=()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(text, best): `mean ± half-width of the 95% t interval` over seeds per grid point and
-    column, and a mask of the cells marked best per column within each dataset (`best_cells`);
-    `flagged` grid points (dataset, defense, noise) are never best."""
+    """(text, best): the mean over seeds with its 95% interval per grid point and column
+    (`_mean_interval`), and a mask of the cells marked best per column within each dataset
+    (`best_cells`); `flagged` grid points (dataset, defense, noise) are never best."""
     if long.empty or long["value"].isna().all():
         return pd.DataFrame(columns=KEYS), pd.DataFrame(columns=KEYS)
+    long = _with_se(long)
     order = list(dict.fromkeys(long["column"]))
-    text = long.groupby(KEYS + ["column"], sort=False)["value"].agg(_mean_interval)
+    text = long.groupby(KEYS + ["column"], sort=False)[["value", "se", "metric"]].apply(
+        _mean_interval)
     text = text.unstack("column")[order].sort_index()
     best = best_cells(long, flagged).reindex(index=text.index, columns=order, fill_value=False)
     text.columns.name = best.columns.name = None
@@ -269,20 +359,21 @@ def stats_table(long: pd.DataFrame, flagged=()) -> tuple[pd.DataFrame, pd.DataFr
 
 def best_cells(long: pd.DataFrame, flagged=()) -> pd.DataFrame:
     """Per dataset and column, the best grid point and every grid point not significantly worse
-    in a paired comparison over seeds (`fedsafe.stats.best_set`); `flagged` grid points are never
-    best, and a column with a single grid point has none."""
-    from fedsafe.stats import best_set
-
+    than it (`fedsafe.stats.best_set`: paired one-sided tests over seeds, Holm); `flagged` grid
+    points are never best; a column with a single grid point, or where every grid point ties,
+    has none."""
+    long = _with_se(long)
     higher = long.drop_duplicates("column").set_index("column")["metric"].isin(HIGHER_IS_BETTER)
+    flagged = set(flagged)
     marks = {}
     for (dataset, column), g in long.groupby(["dataset", "column"], sort=False):
-        per_seed = {k: dict(zip(v["seed"], v["value"].astype(float)))
-                    for k, v in g.dropna(subset=["value"]).groupby(["defense",
-                                                                    "noise_multiplier"])}
+        cells = g.dropna(subset=["value"]).groupby(["defense", "noise_multiplier"])
+        per_seed = {k: dict(zip(v["seed"], v["value"].astype(float))) for k, v in cells}
+        ses = {k: dict(zip(v["seed"], v["se"].astype(float))) for k, v in cells}
         if len(per_seed) < 2:  # nothing to compare with: no bold
             continue
-        per_seed = {k: v for k, v in per_seed.items() if (dataset, *k) not in set(flagged)}
-        for defense, noise in best_set(per_seed, bool(higher[column])):
+        never = {k for k in per_seed if (dataset, *k) in flagged}
+        for defense, noise in stats.best_set(per_seed, bool(higher[column]), ses, never):
             marks[(dataset, defense, noise, column)] = True
     index = pd.MultiIndex.from_tuples([k[:3] for k in marks], names=KEYS)
     mask = pd.Series(True, index=pd.MultiIndex.from_tuples(list(marks), names=KEYS + ["column"]))
@@ -290,13 +381,19 @@ def best_cells(long: pd.DataFrame, flagged=()) -> pd.DataFrame:
             else pd.DataFrame(index=index, dtype=bool))
 
 
-def _mean_interval(values: pd.Series) -> str:
-    from fedsafe.stats import interval
-
-    mean, lo, hi = interval(values.astype(float))
-    if pd.isna(mean):
+def _mean_interval(g: pd.DataFrame) -> str:
+    """`mean ± half-width` of the 95% interval over seeds (`fedsafe.stats.estimate`, with the
+    seeds' sampling errors as its floor), or `mean [low, high]` where the interval reaches the
+    metric's range and is clipped there; the value alone with one seed."""
+    e = stats.estimate(g["value"].astype(float), g["se"].astype(float))
+    if pd.isna(e.mean):
         return "–"
-    return f"{mean:.3f}" if pd.isna(lo) else f"{mean:.3f} ± {(hi - lo) / 2:.3f}"
+    lo, hi = e.limits(within=stats.bounds(METRIC_KIND.get(g["metric"].iloc[0])))
+    if pd.isna(lo):
+        return f"{e.mean:.3f}"
+    if (lo, hi) != e.limits():
+        return f"{e.mean:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{e.mean:.3f} ± {(hi - lo) / 2:.3f}"
 
 
 def render(text: pd.DataFrame, best: pd.DataFrame, fmt: str, caption: str = "") -> str:
@@ -314,22 +411,28 @@ def render(text: pd.DataFrame, best: pd.DataFrame, fmt: str, caption: str = "") 
     return style.set_caption(caption).to_html()
 
 
-NOTES = """Mean ± half-width of the 95% Student-t interval over seeds (a single seed shows its value
-and no interval). **Bold**: within a dataset and column, the best value from the defender's view
-(highest accuracy; lowest attack success, transfer, reconstruction quality, membership AUC and
-epsilon) and every value not significantly worse in a paired t-test over seeds (95%): tied cells
-are bold together; with one seed nothing is bold, since no difference can be shown. Clean
-accuracy: final global model on the full test set. ASR (attack success rate): share of correctly classified samples whose prediction the
-attack flips; transfer: share of adversarial examples crafted on one client's copy of the model that
-also fool another client's copy. Trade-off: robust accuracy is the per-sample worst case (a test
-sample counts only if it survives every evasion attack of its cell), lowest over eps < 0.3, on the
-global model and on the clients' received copies; recon. SSIM is per image the best
-reconstruction over the cell's inversion attacks; membership AUC the highest over attacks. Epsilon
-is `–` where the defense has no formal (epsilon, delta) guarantee. Audit ε: the one-run privacy
-audit's 95%-confidence lower bound (audited cells only), to read beside the accountant's epsilon
-(an upper bound); their ratio shows how tight the accounting is. Flags (never bold): `not trained`
-(clean accuracy not 5 points above the majority-class rate), `black-box beats white-box`, `robust
-acc. rises with eps`, `robust at large eps` (signs of gradient masking or a broken evaluation)."""
+NOTES = """Mean ± half-width of the 95% Student-t interval over seeds, whose variance is at least
+the seeds' sampling variance (binomial over the images evaluated, per-image spread for SSIM, the
+bootstrap interval for AUC), so seeds that agree still show their measurement error; where the
+interval reaches the metric's range ([0, 1] for accuracies, rates, SSIM and AUC) its clipped limits
+are shown instead, `mean [low, high]`. A single seed shows its value and no interval. **Bold**:
+within a dataset and column, the best value from the defender's view (highest accuracy; lowest
+attack success, transfer, reconstruction quality, membership AUC and epsilon) and every value not
+significantly worse than it (one-sided paired tests over seeds against the best, Holm-corrected,
+0.025): tied cells are bold together; a column where every cell ties has no bold, and a cell needs
+two seeds to be bold. Rules: `fedsafe.stats`, docs/outputs.md "How verdicts are decided". Clean
+accuracy: final global model on the full test set. ASR (attack success rate): share of correctly
+classified samples whose prediction the attack flips; transfer: share of adversarial examples
+crafted on one client's copy of the model that also fool another client's copy. Trade-off: robust
+accuracy is the per-sample worst case (a test sample counts only if it survives every evasion attack
+of its cell), lowest over eps < 0.3, on the global model and on the clients' received copies; recon.
+SSIM is per image the best reconstruction over the cell's inversion attacks; membership AUC the
+highest over attacks. Epsilon is `–` where the defense has no formal (epsilon, delta) guarantee.
+Audit ε: the one-run privacy audit's 95%-confidence lower bound (audited cells only), to read beside
+the accountant's epsilon (an upper bound); their ratio shows how tight the accounting is. Flags
+(never bold): `not trained` (clean accuracy not 5 points above the majority-class rate), `black-box
+beats white-box`, `robust acc. rises with eps`, `robust at large eps` (signs of gradient masking or
+a broken evaluation)."""
 
 
 def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str | Path) -> dict:
@@ -341,7 +444,7 @@ def write_tables(summary_csv: str | Path, missing_csv: str | Path, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     longs = {"fedsafe": fedsafe_long(df), "medpfl": medpfl_long(df), "tradeoff": tradeoff_long(df)}
     paths, doc = {}, ["# Comparison\n", violation_section(df), NOTES + "\n",
-                      missing_section(missing), stopped_section(df)]
+                      missing_section(missing), stopped_section(df), convergence_section(df)]
     flags = rb.flags_by_point(df)
     for name, long in longs.items():
         text, best = rb.with_flags(*stats_table(long, flags), flags)
@@ -362,6 +465,29 @@ def missing_section(missing: pd.DataFrame) -> str:
     return ("**Incomplete: these jobs have no result for the current config** (`missing`: no "
             "file, e.g. a failed job; `stale`: written by an older config). Their cells are left "
             "out of the tables below.\n\n" + missing.to_markdown(index=False) + "\n")
+
+
+CONVERGED = 0.01  # a cell has settled when its last round moved test accuracy by less than this
+
+
+def convergence_section(df: pd.DataFrame) -> str:
+    """Did training settle? Per cell, the largest change of test accuracy over its last round
+    across seeds (`last_round_change`): a model still moving amplifies every rounding difference
+    between machines. Defended cells may move by design (noise); the recipe is judged on the
+    undefended ones."""
+    if "last_round_change" not in df or df["last_round_change"].isna().all():
+        return ""
+    cells = df.drop_duplicates(CELL_COLUMNS)
+    worst = (cells.groupby(KEYS, as_index=False)["last_round_change"].max()
+             .rename(columns={"last_round_change": "largest last-round change (over seeds)"}))
+    col = worst.columns[-1]
+    worst["settled"] = worst[col] < CONVERGED
+    none = worst[worst["defense"] == "none"]
+    verdict = ("every undefended cell settled" if len(none) and none["settled"].all() else
+               "**some undefended cells were still moving**" if len(none) else "no undefended cell")
+    return (f"**Convergence** ({verdict}: a cell has settled when its last round changed test "
+            f"accuracy by less than {CONVERGED:g} on every seed):\n\n"
+            + worst.to_markdown(index=False, floatfmt=".3f") + "\n")
 
 
 def stopped_section(df: pd.DataFrame) -> str:

@@ -2,7 +2,13 @@
 MLflow here. One experiment per config (its `experiment` name); one run per training cell, one
 nested run per attack, one `summary` run with the tables and plots. Rerunning a job replaces its
 run (found by tag), so the store never holds duplicates. Writers retry on a locked SQLite store,
-and a tracker that stays unreachable costs a warning, not the job (`fedsafe relog` catches up)."""
+and a tracker that stays unreachable costs a warning, not the job (`fedsafe relog` catches up).
+
+Security (docs/cluster.md): credentials come from the environment only (MLflow's
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN) and never reach a
+message, param or tag; a refused login (401/403) is not retried; images of the data
+(reconstruction grids: patients' images on real data) are uploaded only with
+`mlflow.upload_images: true`."""
 
 import contextlib
 import fcntl
@@ -11,19 +17,121 @@ import logging
 import math
 import os
 import random
+import re
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 from fedsafe.config import config_hash
 
 log = logging.getLogger("fedsafe.tracking")
 CELL_TAG, JOB_TAG = "fedsafe.cell", "fedsafe.job"
+CREDENTIALS = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+               "MLFLOW_TRACKING_TOKEN) in the environment to an account of the tracking server")
+# Values never written anywhere: the jobs' credentials, and the server's own secrets in case a
+# job inherits the server's environment.
+SECRET_VARS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_AUTH_ADMIN_PASSWORD",
+               "MLFLOW_FLASK_SERVER_SECRET_KEY")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+class TrackerError(Exception):
+    """The configured tracker cannot be used; the message starts with the config key."""
 
 
 def tracking_uri(mlflow_cfg: dict, results_dir: str | Path) -> str:
-    return (os.environ.get("MLFLOW_TRACKING_URI") or mlflow_cfg.get("tracking_uri")
-            or f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}")
+    return without_credentials(
+        os.environ.get("MLFLOW_TRACKING_URI") or mlflow_cfg.get("tracking_uri")
+        or f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}")
+
+
+def without_credentials(uri: str) -> str:
+    """`http://user:pass@host` -> `http://host`, the user and password moved to the variables
+    MLflow reads them from (unless already set): a URI is printed and logged in many places,
+    so it must not carry a secret."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    if parts.username:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", urllib.parse.unquote(parts.username))
+    if parts.password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", urllib.parse.unquote(parts.password))
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def redact(text: str) -> str:
+    """`text` without a URI's user:password and without the value of any secret variable."""
+    text = _USERINFO.sub(r"\1***@", str(text))
+    for var in SECRET_VARS:
+        secret = os.environ.get(var, "")
+        if len(secret) >= 4:  # a shorter one would blank out ordinary words
+            text = text.replace(secret, "***")
+    return text
+
+
+def probe(uri: str, timeout: float = 10.0) -> None:
+    """One request to an http(s) tracking server, with the jobs' credentials: raises
+    TrackerError if it does not answer or refuses them. Other URIs (a local store) pass."""
+    uri = without_credentials(uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    env = os.environ.get
+    auth = headers = None
+    if env("MLFLOW_TRACKING_USERNAME") and env("MLFLOW_TRACKING_PASSWORD"):
+        auth = (env("MLFLOW_TRACKING_USERNAME"), env("MLFLOW_TRACKING_PASSWORD"))
+    elif env("MLFLOW_TRACKING_TOKEN"):
+        headers = {"Authorization": f"Bearer {env('MLFLOW_TRACKING_TOKEN')}"}
+    # the TLS settings MLflow's own client honours
+    verify = (env("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+              and (env("MLFLOW_TRACKING_SERVER_CERT_PATH") or True))
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+                              params={"max_results": 1}, auth=auth, headers=headers,
+                              timeout=timeout, verify=verify)
+    except requests.RequestException as err:
+        raise TrackerError(f"{uri} does not answer ({type(err).__name__}): start the server, "
+                           "open the SSH tunnel, or set mlflow.enabled: false") from None
+    if answer.status_code in (401, 403):
+        why = "refused the credentials" if answer.status_code == 401 else "denied access"
+        raise TrackerError(f"{uri} {why} (HTTP {answer.status_code}): {CREDENTIALS}")
+    if answer.status_code != 200:
+        raise TrackerError(f"{uri} answered HTTP {answer.status_code}: not an MLflow tracking "
+                           "server?")
+
+
+def check(config: dict) -> None:
+    """Before the first job of a run: a tracker named in the (validated) config must answer and
+    take the jobs' credentials, which come from the environment, never from the config."""
+    cfg = config.get("mlflow", {})
+    if not cfg.get("enabled", True):
+        return
+    if "@" in urllib.parse.urlsplit(cfg.get("tracking_uri", "")).netloc:
+        raise TrackerError(f"mlflow.tracking_uri: credentials in a config file are readable by "
+                           f"anyone who can read it and land in logs; {CREDENTIALS}")
+    uri = tracking_uri(cfg, config.get("results_dir", "results"))
+    try:
+        probe(uri)
+    except TrackerError as err:
+        source = " (from MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") else ""
+        raise TrackerError(redact(f"mlflow.tracking_uri{source}: {err}")) from None
+
+
+def is_data_image(path: Path) -> bool:
+    """An image of the data: a reconstruction grid (originals over reconstructions) beside an
+    attack's JSON, or its copy under plots/reconstructions/."""
+    return "reconstructions" in path.name or path.parent.name == "reconstructions"
+
+
+def _refused(err: Exception) -> int | None:
+    """401 or 403 if the tracker refused the credentials (MLflow's REST errors, or an artifact
+    upload's HTTP error); None for anything else."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status is None and hasattr(err, "get_http_status_code"):
+        status = err.get_http_status_code()
+    return status if status in (401, 403) else None
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -62,26 +170,56 @@ def git_commit() -> str:
 
 def log_job(uri: str, experiment: str, cell: str, job: str, params: dict, metrics: dict,
             tags: dict, steps: list[dict] | None = None, artifacts: dict | list = (),
-            attempts: int = 7) -> str | None:
-    """Replace-or-create the run of (cell, job); returns its id, or None if MLflow stayed down.
-    `artifacts`: files, or {artifact folder: files}; files that do not exist are skipped."""
+            attempts: int = 7, upload_images: bool = False) -> str | None:
+    """Replace-or-create the run of (cell, job); returns its id, or None if MLflow stayed down
+    or refused the credentials. `artifacts`: files, or {artifact folder: files}; files that do
+    not exist are skipped, and so are images of the data unless `upload_images`."""
+    uri = without_credentials(uri)
+    # a caller in another process (the launcher's logger) gets the URI without its credentials:
+    # take them from MLFLOW_TRACKING_URI here as well
+    without_credentials(os.environ.get("MLFLOW_TRACKING_URI", ""))
     if uri.startswith("http"):  # fail fast on a dead server; log_job's own retries back off
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     if not isinstance(artifacts, dict):
         artifacts = {"": list(artifacts)}
+    artifacts = _withhold_images(artifacts, upload_images)
+    params = {k: redact(str(v)) for k, v in flatten(params).items()}
+    tags = {k: redact(str(v)) for k, v in tags.items()}
     for attempt in range(attempts):
         try:
             with _store_lock(uri):
                 return _log_once(uri, experiment, cell, job, params, metrics, tags, steps or [],
                                  artifacts)
         except Exception as err:  # noqa: BLE001 - any tracker failure must not fail the job
+            if status := _refused(err):  # a wrong password stays wrong: waiting cannot help
+                why = CREDENTIALS if status == 401 else (
+                    f"the account in MLFLOW_TRACKING_USERNAME may not write experiment "
+                    f"{experiment!r}: ask the server's admin for access, or set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to another account")
+                log.warning("MLflow at %s refused to log %s/%s (HTTP %d), not retried: %s. "
+                            "The results are in the job's files; `fedsafe relog` copies them "
+                            "later", uri, cell, job, status, why)
+                return None
             wait = min(30.0, 0.5 * 2 ** attempt) * (0.5 + random.random())
             log.warning("MLflow logging failed (%s: %s); retry %d/%d in %.1fs",
-                        type(err).__name__, err, attempt + 1, attempts, wait)
+                        type(err).__name__, redact(err), attempt + 1, attempts, wait)
             time.sleep(wait)
     log.warning("MLflow unreachable: results are in the job's files only; rerun `fedsafe relog`")
     return None
+
+
+def _withhold_images(artifacts: dict, upload_images: bool) -> dict:
+    if upload_images:
+        return artifacts
+    kept = {folder: [p for p in map(Path, paths) if not is_data_image(p)]
+            for folder, paths in artifacts.items()}
+    withheld = sorted({str(p.parent) for paths in artifacts.values() for p in map(Path, paths)
+                       if is_data_image(p) and p.is_file()})
+    if withheld:
+        log.info("reconstruction grids stay in %s (not uploaded: mlflow.upload_images is "
+                 "false)", ", ".join(withheld))
+    return kept
 
 
 @contextlib.contextmanager
@@ -171,9 +309,10 @@ def log_train(uri: str, experiment: str, result: dict, artifacts=()) -> str | No
 
 
 def log_attack(uri: str, experiment: str, result: dict, train_spec: dict,
-               artifacts=()) -> str | None:
+               artifacts=(), upload_images: bool = False) -> str | None:
     """Mirror an attack JSON to MLflow: a run nested under its cell's training run, with the
-    cell's params (so the compare view lines it up with the training runs) and the attack's."""
+    cell's params (so the compare view lines it up with the training runs) and the attack's.
+    Reconstruction grids among `artifacts` are uploaded only with `upload_images`."""
     metrics = {f"{k}/{r['attack_param']}_{_value(r['attack_value'])}": v for r in result["rows"]
                for k, v in r.items() if k not in ("attack_param", "attack_value")}
     attack = {k: result[k] for k in ("attack", "type", "options")}
@@ -181,7 +320,8 @@ def log_attack(uri: str, experiment: str, result: dict, train_spec: dict,
                    params={**train_spec, "attack": attack}, metrics=metrics,
                    artifacts=artifacts, tags={**_tags(train_spec), "attack": result["attack"],
                                               "attack_hash": config_hash(attack),
-                                              "family": result["family"]})
+                                              "family": result["family"]},
+                   upload_images=upload_images)
 
 
 def log_reference(uri: str, experiment: str, info: dict, artifacts=()) -> str | None:
@@ -195,11 +335,13 @@ def log_reference(uri: str, experiment: str, info: dict, artifacts=()) -> str | 
                    "reference", params=spec, metrics=metrics, tags=tags, artifacts=artifacts)
 
 
-def log_summary(uri: str, experiment: str, config_hash_: str, artifacts: dict) -> str | None:
-    """The experiment's `summary` run: the summary table, tables and plots as artifacts."""
+def log_summary(uri: str, experiment: str, config_hash_: str, artifacts: dict,
+                upload_images: bool = False) -> str | None:
+    """The experiment's `summary` run: the summary table, tables and plots as artifacts (the
+    copies of the reconstruction grids only with `upload_images`)."""
     tags = {"config_hash": config_hash_, "git_commit": git_commit()}
     return log_job(uri, experiment, "summary", "summary", params=tags, metrics={}, tags=tags,
-                   artifacts=artifacts)
+                   artifacts=artifacts, upload_images=upload_images)
 
 
 def _value(v) -> str:

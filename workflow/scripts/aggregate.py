@@ -1,10 +1,5 @@
-from fedsafe.jobs import setup_logging
-from fedsafe.results import summarise
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-summary, missing = summarise(snakemake.params.expected, snakemake.params.config_hash)
-summary.to_csv(snakemake.output.csv, index=False)
-summary.to_parquet(snakemake.output.parquet, index=False)
-missing.to_csv(snakemake.output.missing, index=False)
-if len(missing):
-    print(f"{len(missing)} jobs missing or stale, listed in {snakemake.output.missing}:\n{missing}")
+run("aggregate", snakemake.log[0], expected=snakemake.params.expected,
+    config_hash=snakemake.params.config_hash, csv=snakemake.output.csv,
+    parquet=snakemake.output.parquet, missing=snakemake.output.missing)

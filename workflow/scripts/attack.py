@@ -1,8 +1,9 @@
-from fedsafe.jobs import attack, setup_logging, tracking
+from fedsafe.jobs import tracking
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-attack(snakemake.params.train_spec, snakemake.params.attack_spec, snakemake.input.data,
-       snakemake.input.model, snakemake.input.train, snakemake.output[0],
-       tracking(snakemake.config), threads=snakemake.threads,
-       checkpoints_path=snakemake.input.checkpoints, reference=snakemake.input.get("reference"),
-       observed_path=snakemake.input.observed)
+run("attack", snakemake.log[0], train_spec=snakemake.params.train_spec,
+    attack_spec=snakemake.params.attack_spec, data_path=snakemake.input.data,
+    model_path=snakemake.input.model, train_json=snakemake.input.train,
+    out_json=snakemake.output[0], tracked=tracking(snakemake.config), threads=snakemake.threads,
+    checkpoints_path=snakemake.input.checkpoints, reference=snakemake.input.get("reference"),
+    observed_path=snakemake.input.observed)

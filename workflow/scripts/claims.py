@@ -1,5 +1,4 @@
-from fedsafe.claims import write_claims
-from fedsafe.jobs import setup_logging
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-write_claims(snakemake.input.summary, snakemake.output.claims)
+run("claims", snakemake.log[0], summary=snakemake.input.summary, out=snakemake.output.claims,
+    prestated=snakemake.params.prestated)

@@ -1,4 +1,4 @@
-from fedsafe.jobs import prepare, setup_logging
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-prepare(snakemake.params.spec, snakemake.output.data.rsplit("/", 1)[0])
+run("prepare", snakemake.log[0], spec=snakemake.params.spec,
+    out_dir=snakemake.output.data.rsplit("/", 1)[0])

@@ -1,5 +1,6 @@
-from fedsafe.jobs import reference, setup_logging, tracking
+from fedsafe.jobs import tracking
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-reference(snakemake.params.spec, snakemake.input.data, snakemake.output.models,
-          tracking(snakemake.config), threads=snakemake.threads)
+run("reference", snakemake.log[0], spec=snakemake.params.spec, data_path=snakemake.input.data,
+    out_path=snakemake.output.models, tracked=tracking(snakemake.config),
+    threads=snakemake.threads)

@@ -1,8 +1,6 @@
 from pathlib import Path
 
-from fedsafe.jobs import setup_logging
-from fedsafe.results import write_tables
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-write_tables(snakemake.input.summary, snakemake.input.missing,
-             Path(snakemake.output.comparison).parent)
+run("tables", snakemake.log[0], summary=snakemake.input.summary,
+    missing=snakemake.input.missing, out_dir=str(Path(snakemake.output.comparison).parent))

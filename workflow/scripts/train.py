@@ -1,7 +1,7 @@
-from fedsafe.jobs import setup_logging, tracking, train
+from fedsafe.jobs import tracking
+from fedsafe.worker import run
 
-setup_logging(snakemake.log[0])
-train(snakemake.params.spec, snakemake.input.data, snakemake.output.metrics,
-      tracking(snakemake.config), threads=snakemake.threads,
-      gpus=snakemake.resources.get("gpu", 0),
-      files={k: getattr(snakemake.output, k) for k in ("model", "checkpoints", "observed")})
+run("train", snakemake.log[0], spec=snakemake.params.spec, data_path=snakemake.input.data,
+    out_json=snakemake.output.metrics, tracked=tracking(snakemake.config),
+    threads=snakemake.threads, gpus=snakemake.resources.get("gpu", 0),
+    files={k: getattr(snakemake.output, k) for k in ("model", "checkpoints", "observed")})

@@ -29,7 +29,8 @@ from fedsafe.federation.local import to_tensor
 BLACK_BOX = {"square"}
 
 
-def eval_subset(ctx: AttackContext, n: int):
+def eval_subset(ctx: AttackContext, n: int | None):
+    """The first n of one seeded permutation of the test set (n None: all of it)."""
     x, y = ctx.data.test
     idx = np.random.default_rng(ctx.seed).permutation(len(y))[:n]
     return to_tensor(x[idx]).to(ctx.device), torch.from_numpy(y[idx]).long().to(ctx.device)
@@ -63,7 +64,7 @@ def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]
     from fedsafe.options import resolve
 
     options = resolve(ATTACKS[kind].options, options)  # jobs pass them resolved; tests need not
-    x, y = eval_subset(ctx, int(options["n_samples"]))
+    x, y = eval_subset(ctx, options["n_samples"])
     batch = int(options["batch_size"])
     model = ctx.new_model()
     n_classes = len(ctx.data.manifest["class_names"])

@@ -85,7 +85,7 @@ def _single_gradient_targets(ctx, options, rnd, victim):
                     others.append(_replayed_update(ctx, view["global_before"], rnd, c, xc[:bs],
                                                    yc[:bs], settings))
             update = {k: sum(u[k] for u in [update, *others]) / (1 + len(others)) for k in update}
-        out.append((update, fed.lr, x_all[sel], y_all[sel]))
+        out.append((update, fed.for_round(rnd).lr, x_all[sel], y_all[sel]))
     return out, view
 
 
@@ -123,7 +123,7 @@ def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
             return [_skipped(options, rnd, view, mode)]
         if method == "fedavg":
             return _run_fedavg(ctx, options, rnd, victim, view, t0)
-        t = _client_training(ctx, view["num_examples"])
+        t = _client_training(ctx, view["num_examples"], rnd)
         x_all, y_all = ctx.data.clients[victim]
         targets = [(view["update"], t.lr * t.steps, x_all, y_all)]
     model = ctx.new_model(view["global_before"])
@@ -147,10 +147,10 @@ def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
                  float(np.mean(label_hits)), finals, curves[0], t0)]
 
 
-def _client_training(ctx, n_examples):
+def _client_training(ctx, n_examples, rnd):
     from fedsafe.attacks.fedavg_inversion import ClientTraining
 
-    f = TrainSettings.from_config(ctx.spec["federation"])
+    f = TrainSettings.from_config(ctx.spec["federation"]).for_round(rnd)
     return ClientTraining(n_examples, f.batch_size, f.local_epochs, f.lr, f.optimizer, f.momentum)
 
 
@@ -161,7 +161,7 @@ def _run_fedavg(ctx, options, rnd, victim, view, t0):
     shape, n_classes = _shape(ctx)
     model = ctx.new_model(view["global_before"])
     observed = {k: v.to(ctx.device) for k, v in view["update"].items()}
-    res = reconstruct_fedavg(model, observed, _client_training(ctx, n), shape, n_classes,
+    res = reconstruct_fedavg(model, observed, _client_training(ctx, n, rnd), shape, n_classes,
                              iterations=int(options["iterations"]),
                              restarts=int(options["restarts"]), lr=options.get("lr") or 0.1,
                              tv_weight=float(options["tv_weight"]), seed=ctx.seed)
@@ -183,6 +183,9 @@ def _row(ctx, options, method, rnd, view, mode, orig, rec, label_accuracy, final
          t0):
     m = matched_image_metrics(orig, rec)
     if options["save_images"]:
+        from fedsafe.privacy_files import private_dir  # patients' images: owner-only
+
+        private_dir(ctx.out_dir)
         _save_grid(orig[m["original_index"]], rec[m["reconstruction_index"]], ctx.out_dir /
                    f"{method}_round{rnd}_reconstructions.png")
         _save_curve(curve, ctx.out_dir / f"{method}_round{rnd}_loss.png")

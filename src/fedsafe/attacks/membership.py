@@ -47,11 +47,11 @@ def mia_loss(model: nn.Module, members: Pair, nonmembers: Pair, delta: float = 1
 
 # Jobs: the attacks on a trained cell (members = clients' samples, non-members = holdout).
 
-def member_indices(ctx: AttackContext, n: int) -> tuple[np.ndarray, np.ndarray]:
+def member_indices(ctx: AttackContext, n: int | None) -> tuple[np.ndarray, np.ndarray]:
     """n members (indices into the clients' samples, concatenated) and n non-members (into the
     holdout), drawn with the cell's seed: every membership attack on a cell scores the same ones."""
     n_members = sum(len(c[1]) for c in ctx.data.clients)
-    n = min(n, len(ctx.data.holdout[1]), n_members)
+    n = min(n or n_members, len(ctx.data.holdout[1]), n_members)
     rng = np.random.default_rng(ctx.seed)
     return rng.permutation(n_members)[:n], rng.permutation(len(ctx.data.holdout[1]))[:n]
 
@@ -83,5 +83,5 @@ def _membership_row(ctx, res: dict, t0: float, extra: dict | None = None) -> lis
 
 def run_mia_loss(ctx: AttackContext, options: dict) -> list[dict]:
     t0 = time.time()
-    members, nonmembers = _members_and_nonmembers(ctx, int(options.get("n_samples", 500)))
+    members, nonmembers = _members_and_nonmembers(ctx, options.get("n_samples"))
     return _membership_row(ctx, mia_loss(ctx.new_model(), members, nonmembers, _delta(ctx)), t0)

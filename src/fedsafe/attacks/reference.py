@@ -65,7 +65,9 @@ def _train_central(model, x, y, spec: dict, seed: int, device: str):
     from fedsafe.federation.local import TrainSettings, local_train
 
     fed = spec["federation"]
-    settings = replace(TrainSettings.from_config(fed), local_epochs=fed["rounds"] * fed["local_epochs"])
+    # one long local run: a per-round lr schedule has no rounds to follow here
+    settings = replace(TrainSettings.from_config(fed), lr_schedule="constant",
+                       local_epochs=fed["rounds"] * fed["local_epochs"])
     local_train(model, x, y, settings, Mechanism(), seed, 0, 0, {}, device)
     return model
 
@@ -226,7 +228,7 @@ def run_reference_attack(ctx, options: dict, kind: str) -> list[dict]:
     x_pool, y_pool, offsets = pool_arrays(ctx.data)
     if not np.array_equal(y_pool, y):
         raise ValueError("reference models were trained on another split of the data")
-    mi, ni = member_indices(ctx, int(options["n_samples"]))
+    mi, ni = member_indices(ctx, options["n_samples"])
     target_idx = np.r_[mi, ni + offsets["holdout"]]
     z_idx = np.arange(offsets["test"], len(y))  # population points: the test split
     idx = np.r_[target_idx, z_idx]

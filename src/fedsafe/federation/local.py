@@ -1,7 +1,8 @@
 """One client's local training, shared by the federation and by the attacks that replay what a
 client would have sent (so the attacked update is computed by exactly the deployed code)."""
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,10 +19,21 @@ class TrainSettings:
     lr: float = 0.05
     momentum: float = 0.0
     optimizer: str = "sgd"
+    # "cosine" anneals the learning rate over the rounds, from lr in round 1 to nearly 0 in the
+    # last, so a model ends where it settled instead of still moving with the last update's noise
+    lr_schedule: str = "constant"
+    rounds: int = 1
 
     @classmethod
     def from_config(cls, fed: dict) -> "TrainSettings":
         return cls(**{k: fed[k] for k in cls.__dataclass_fields__ if k in fed})
+
+    def for_round(self, rnd: int) -> "TrainSettings":
+        """The settings a client trains with in round `rnd` (1-based): the scheduled lr."""
+        if self.lr_schedule == "constant":
+            return self
+        factor = 0.5 * (1 + math.cos(math.pi * (rnd - 1) / max(1, self.rounds)))
+        return replace(self, lr=self.lr * factor, lr_schedule="constant")
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -48,6 +60,7 @@ def local_train(model: nn.Module, x: np.ndarray, y: np.ndarray, settings: TrainS
     (new - received weights) after the client-side defense, i.e. what the server observes.
     `round_info` tells the defense who shares the round (see `Mechanism.begin_round`)."""
     defense.begin_round(round_info or {})
+    settings = settings.for_round(rnd)
     received = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(derive_seed(seed, "train", rnd, client))  # dropout, Opacus noise
     data = torch.utils.data.TensorDataset(to_tensor(x), torch.from_numpy(y).long())

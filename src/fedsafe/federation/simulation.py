@@ -200,6 +200,10 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     formal = defense.formal
     result = {
         "clean_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+        "n_test": len(data.test[1]),
+        # how far the last round moved test accuracy: a converged recipe keeps it below 0.01
+        "last_round_change": (abs(history[-1]["test_accuracy"] - history[-2]["test_accuracy"])
+                              if len(history) >= 2 else None),
         "epsilon": final["epsilon"],
         "delta": float(formal.options["delta"]) if strategy.ledger else None,
         "accountant": formal.options["accountant"] if strategy.ledger else None,

@@ -1,0 +1,210 @@
+"""A warm job server, so that a job costs its work and not an interpreter's start-up.
+
+Every workflow job is a Snakemake `script:` that calls `run(name, log, **kwargs)`. Started alone
+(a cluster node, a plain `snakemake`), `run` does the job in its own process. Under `fedsafe.launch`
+(`make run`), a server started beside Snakemake has already imported torch, Flower, Opacus and
+torchattacks (5-6 s per process on 2 cores); `run` hands the job to it over a Unix socket and the
+server forks a child that does the job with the script's own stdin/stdout/stderr, working folder
+and environment, then reports the exit status. The script waits, so Snakemake's scheduling,
+threads, logs, benchmarks and kills are unchanged:
+- the child writes the rule's log (with the traceback of a failure) exactly as in-process;
+- if the script dies (Snakemake cancels a job, Ctrl-C), the child notices the closed socket and
+  exits; if the child dies, the script fails the job;
+- the server never runs torch itself, so the fork copies no OpenMP or CUDA state; it exits when
+  the launcher that started it does.
+Only the script's own benchmark line misses the child's CPU time (the child is not its process):
+the job's JSON keeps its own seconds, and `bench/bench_grid.py` measures utilisation from the
+machine's counters.
+"""
+
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import traceback
+from importlib import import_module
+
+ENV = "FEDSAFE_WORKER"  # the server's address, set by fedsafe.launch for its Snakemake ("off": none)
+log = logging.getLogger("fedsafe.worker")
+_HEADER = struct.Struct("!Q")
+_STATUS = struct.Struct("!i")
+# What the jobs import; loaded once by the server (each 1-3 s), none of them starts a thread.
+PRELOAD = ("torch", "numpy", "scipy.stats", "pandas", "sklearn.metrics", "opacus", "torchattacks",
+           "fedsafe.federation.simulation", "fedsafe.attacks.evasion",
+           "fedsafe.attacks.gradient_inversion", "fedsafe.attacks.membership",
+           "fedsafe.attacks.reference", "fedsafe.attacks.audit", "fedsafe.results",
+           "fedsafe.claims", "fedsafe.plots")
+
+
+def run(job: str, log_path: str | None, **kwargs) -> None:
+    """Run `fedsafe.jobs.<job>(**kwargs)` (or `module:function`) with its log in `log_path`: on the
+    warm server when one is announced in the environment and answers, else here. Exits non-zero if
+    the job fails."""
+    address = os.environ.get(ENV, "off")  # "off": the user turned the server off
+    if address != "off":
+        status = submit(address, job, log_path, kwargs)
+        if status is not None:
+            if status:
+                sys.exit(status)
+            return
+    sys.exit(execute(job, log_path, kwargs))
+
+
+def execute(job: str, log_path: str | None, kwargs: dict) -> int:
+    """Do the job in this process: 0 on success, 1 on failure with the traceback in the log."""
+    from fedsafe.jobs import setup_logging
+
+    setup_logging(log_path)
+    try:
+        module, _, fn = job.rpartition(":")
+        getattr(import_module(module or "fedsafe.jobs"), fn)(**kwargs)
+        return 0
+    except Exception:  # noqa: BLE001 - every failure goes to the rule's log, then fails the job
+        logging.getLogger("fedsafe").error("job %s failed:\n%s", job, traceback.format_exc())
+        return 1
+    finally:
+        logging.shutdown()
+
+
+# ---- the client side: a few standard-library calls, nothing heavy imported ----
+
+def submit(address: str, job: str, log_path: str | None, kwargs: dict) -> int | None:
+    """The job's exit status from the server, or None if no server answers (then run here)."""
+    request = json.dumps({"job": job, "log": log_path, "kwargs": kwargs, "cwd": os.getcwd(),
+                          "env": dict(os.environ)}).encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(_address(address))
+    except OSError:
+        sock.close()
+        print(f"fedsafe: no job server at {address}; running the job in this process",
+              file=sys.stderr)
+        return None
+    with sock:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        socket.send_fds(sock, [_HEADER.pack(len(request))], [0, 1, 2])
+        sock.sendall(request)
+        reply = _recv_exact(sock, _STATUS.size)
+    if reply is None:
+        print("fedsafe: the job server's child died without a status", file=sys.stderr)
+        return 1
+    return _STATUS.unpack(reply)[0]
+
+
+def _address(address: str) -> str:
+    # '@name' is Linux's abstract namespace: no file to clean up, no path-length limit, and only
+    # reachable on this machine (a job on another node falls back to running itself)
+    return "\0" + address[1:] if address.startswith("@") else address
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+# ---- the server side ----
+
+def serve(address: str, parent: int | None = None) -> None:
+    """Listen at `address`, preload, then fork one child per job until `parent` exits."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(_address(address))
+    listener.listen(128)  # jobs that connect during the preload wait in this queue
+    for name in PRELOAD:
+        import_module(name)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the jobs and Snakemake; we follow
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    while not stop and (parent is None or os.getppid() == parent):
+        try:
+            ready, _, _ = select.select([listener], [], [], 1.0)
+        except InterruptedError:
+            continue
+        _reap()
+        if ready:
+            conn, _ = listener.accept()
+            try:
+                _start(conn, listener)
+            except OSError as err:  # a client that went away mid-request: its job never ran
+                log.warning("dropped a job request: %s", err)
+            conn.close()
+    _reap(block=bool(stop))  # a normal stop waits for its children: their CPU time counts
+
+
+def _reap(block: bool = False) -> None:
+    try:
+        while os.waitpid(-1, 0 if block else os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _start(conn: socket.socket, listener: socket.socket) -> None:
+    head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+    body = _recv_exact(conn, _HEADER.unpack(head)[0])
+    if body is None or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise OSError("incomplete request")
+    if os.fork():
+        for fd in fds:
+            os.close(fd)
+        return
+    # the child: become the script's process in all but pid
+    status = 1
+    try:
+        listener.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        req = json.loads(body)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        threading.Thread(target=_exit_with_client, args=(conn,), daemon=True).start()
+        status = execute(req["job"], req["log"], req["kwargs"])
+    except BaseException:  # noqa: BLE001 - report, never return into the server's loop
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            conn.sendall(_STATUS.pack(status))
+        finally:
+            os._exit(status)
+
+
+def _exit_with_client(conn: socket.socket) -> None:
+    """The script sends nothing after its request: a readable socket means it has gone (Snakemake
+    cancelled the job), so the job goes too."""
+    try:
+        conn.recv(1)
+    except OSError:
+        pass
+    os._exit(130)
+
+
+def start_server(parent: int | None = None) -> tuple["subprocess.Popen", str]:  # noqa: F821
+    """Start a server process for this process's Snakemake; (process, address for ENV)."""
+    import subprocess
+
+    address = f"@fedsafe-worker-{os.getpid()}-{os.urandom(4).hex()}"
+    proc = subprocess.Popen([sys.executable, "-m", "fedsafe.worker", address,
+                             str(parent or os.getpid())], stdin=subprocess.DEVNULL)
+    return proc, address
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)

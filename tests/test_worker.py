@@ -1,0 +1,87 @@
+"""The warm job server (fedsafe.worker): a job handed to it runs with the script's files, folder
+and environment, its failure reaches the script's exit status and the rule's log, a cancelled
+script takes its job down, and without a server the job runs in the script's own process."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsafe import worker
+
+pytestmark = pytest.mark.xdist_group("worker")
+
+
+def script(address: str | None, job: str, log: Path, **kwargs) -> subprocess.Popen:
+    """What a workflow script does: `fedsafe.worker.run(...)` in a fresh interpreter."""
+    env = {**os.environ, worker.ENV: address or "off"}
+    code = f"from fedsafe.worker import run; run({job!r}, {str(log)!r}, **{kwargs!r})"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=log.parent)
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, address = worker.start_server()
+    yield address
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_jobs_run_on_the_server_with_the_scripts_files(server, tmp_path):
+    out = tmp_path / "pid.txt"
+    cmd = f"echo $PPID > {out.name}; echo hello-$FEDSAFE_TEST_VAR"
+    p = script(server, "subprocess:run", tmp_path / "ok.log", args=["sh", "-c", cmd])
+    stdout, _ = p.communicate(timeout=120)
+    assert p.returncode == 0
+    assert "hello-" in stdout  # the script's stdout, in the script's folder
+    job_pid = int(out.read_text())
+    assert job_pid != p.pid  # done by a child of the server, not by the script
+
+
+def test_a_failure_fails_the_script_with_its_traceback_in_the_log(server, tmp_path):
+    log = tmp_path / "fail.log"
+    p = script(server, "claims", log, summary=str(tmp_path / "missing.csv"),
+               out=str(tmp_path / "claims.md"))
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 1
+    text = log.read_text()
+    assert "Traceback" in text and "FileNotFoundError" in text and "missing.csv" in text
+
+
+def test_a_cancelled_script_takes_its_job_down(server, tmp_path):
+    pidfile = tmp_path / "sleep.pid"
+    p = script(server, "subprocess:run", tmp_path / "long.log",
+               args=["sh", "-c", f"echo $$ > {pidfile.name}; exec sleep 60"])
+    deadline = time.time() + 120
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.1)
+    sleeper = int(pidfile.read_text())
+    child = int(Path(f"/proc/{sleeper}/stat").read_text().split()[3])  # the job's process
+    p.terminate()  # as Snakemake cancels a job
+    p.wait(10)
+    deadline = time.time() + 10
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        assert time.time() < deadline, "the job outlived its script"
+        time.sleep(0.1)
+    os.kill(sleeper, 9)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "Z"
+
+
+def test_without_a_server_the_script_runs_the_job_itself(tmp_path):
+    log = tmp_path / "here.log"
+    p = script("@fedsafe-no-such-server", "claims", log, summary=str(tmp_path / "missing.csv"),
+               out=str(tmp_path / "claims.md"))
+    _, stderr = p.communicate(timeout=120)
+    assert "no job server" in stderr and p.returncode == 1
+    assert "FileNotFoundError" in log.read_text()
