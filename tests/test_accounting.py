@@ -7,20 +7,16 @@ import math
 import dp_accounting
 import numpy as np
 import pytest
+# dp_accounting's PLD at its own default resolution (ours uses a coarser grid); cached, as the
+# tests below ask for some values more than once (the ledger's clients of one size, the default
+# grid's smallest client)
+from conftest import pld_reference
 
 from fedsafe.defenses.accounting import Ledger, epsilon
 from fedsafe.defenses.base import build_defense
 from fedsafe.federation.strategy import DefendedFedAvg
 
 DELTA = 1e-5
-
-
-def pld_reference(q: float, z: float, count: int, delta: float = DELTA) -> float:
-    """dp_accounting's PLD at its own default resolution (ours uses a coarser grid)."""
-    acc = dp_accounting.pld.PLDAccountant()
-    gauss = dp_accounting.GaussianDpEvent(z)
-    acc.compose(gauss if q >= 1 else dp_accounting.PoissonSampledDpEvent(q, gauss), count)
-    return acc.get_epsilon(delta)
 
 
 def rdp_reference(q: float, z: float, count: int, delta: float = DELTA) -> float:

@@ -1,57 +1,20 @@
 """The attack stage on a real (centrally trained, small) cell: evasion properties, transfer between
 noised client copies, gradient inversion through the deployed client code, membership inference."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from conftest import base_config
+from conftest import cell_context as _ctx
 
-from fedsafe import config as fc
-from fedsafe.attacks.context import AttackContext
 from fedsafe.attacks import PGD_OPTIONS
 from fedsafe.attacks.evasion import run_fgsm, run_pgd
 from fedsafe.attacks.evasion_suite import build
 from fedsafe.attacks.gradient_inversion import run_idlg
 from fedsafe.attacks.membership import run_mia_loss
-from fedsafe.data.prepare import load_prepared, prepare
-from fedsafe.defenses.base import Mechanism
-from fedsafe.federation.local import TrainSettings, local_train, to_tensor
+from fedsafe.federation.local import to_tensor
 
+# one worker: the trained `cell` (tests/conftest.py) is shared with test_evasion
 pytestmark = pytest.mark.xdist_group("attacks")
-
-
-@pytest.fixture(scope="module")
-def cell(tmp_path_factory):
-    """Prepared tiny MRI data, the initial model (round-0 checkpoint) and a trained model."""
-    out = tmp_path_factory.mktemp("cell")
-    prepare("synthetic_brain_mri", {"image_size": 16, "n_samples": 400}, 3, 0, out)
-    data = load_prepared(out)
-    cfg = base_config(federation={"optimizer": "adam", "lr": 0.003})
-    fc.validate(cfg)
-    spec = fc.train_spec(cfg, "mri", "none", "0", 0)
-    torch.manual_seed(0)
-    from fedsafe.models import build_model
-
-    model = build_model("small_cnn", 1, 3, 16)
-    init = copy.deepcopy(model.state_dict())
-    x = np.concatenate([c[0] for c in data.clients])
-    y = np.concatenate([c[1] for c in data.clients])
-    update, _ = local_train(model, x, y, TrainSettings(local_epochs=15, optimizer="adam", lr=0.003),
-                            Mechanism(), 0, 1, 0, {})
-    trained = {k: init[k] + update[k] for k in init}
-    return spec, data, init, trained
-
-
-def _ctx(cell, defense="none", noise=0.0, parts=None, options=None):
-    spec, data, init, trained = cell
-    spec = {**spec, "defense": defense, "parts": parts or [defense], "noise": noise,
-            "options": options or {}}
-    sizes = [len(y) for _, y in data.clients]
-    view = {1: {"clients": [0, 1, 2], "num_examples": sizes, "updates": [None] * 3
-                if "secagg" in spec["parts"] else [{}] * 3, "aggregate": {}, "global_before": init}}
-    return AttackContext(spec, data, trained, {0: init}, {"epsilon": None}, observed=view)
 
 
 def test_evasion_properties(cell):

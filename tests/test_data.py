@@ -358,6 +358,7 @@ def tiny_cell(tmp_path_factory):
     return root, spec, fc.attack_spec(cfg, "fgsm")
 
 
+@pytest.mark.xdist_group("data_tiny_cell")  # one worker trains `tiny_cell` for all five
 @pytest.mark.parametrize("name", ["train/model.pt", "train/checkpoints.pt", "data/data.npz",
                                   "data/manifest.json", "train/train.json"])
 def test_corrupt_input_file_names_the_file_and_how_to_regenerate_it(tiny_cell, tmp_path, name):

@@ -24,6 +24,19 @@ def data():
     return d.x_train[:384], d.y_train[:384], d.x_test, d.y_test  # 384 = 12 batches of 32
 
 
+@pytest.fixture(scope="module")
+def _plain(data):
+    x, y = data[:2]
+    return train(["none"], 0, {}, x, y)[0]
+
+
+@pytest.fixture
+def plain(_plain):
+    """The undefended update on `data` (the baseline several tests compare with), trained once
+    per module; each test gets its own copy."""
+    return {k: v.clone() for k, v in _plain.items()}
+
+
 def model_for(seed: int = 0):
     torch.manual_seed(seed)
     return build_model("small_cnn", 1, 3, 16)
@@ -72,9 +85,8 @@ def test_weight_noise_scale_and_flags(uplink, downlink):
         assert not torch.equal(d.downlink(ZEROS, 1, 1)["w"], down["w"])
 
 
-def test_weight_noise_in_local_train_is_the_configured_scale(data):
+def test_weight_noise_in_local_train_is_the_configured_scale(data, plain):
     x, y = data[:2]
-    plain, _ = train(["none"], 0, {}, x, y)
     noisy, _ = train(["weight_noise"], 0.01, {"downlink": False}, x, y)
     assert abs(noise_of(noisy, plain).std().item() - 0.01) < 0.0005
 
@@ -140,9 +152,8 @@ def test_dp_sgd_epsilon_kept_across_rounds_matches_dp_accounting(data):
     assert eps[0] < eps[1] and abs(eps[1] - ref) / ref < 0.01
 
 
-def test_dp_sgd_without_noise_or_clipping_is_plain_training(data):
+def test_dp_sgd_without_noise_or_clipping_is_plain_training(data, plain):
     x, y = data[:2]
-    plain, _ = train(["none"], 0, {}, x, y)
     dp, m = train(["dp_sgd"], 0.0, {"clip_norm": 1e6, "poisson_sampling": False}, x, y)
     assert "epsilon" not in m  # no accountant covers shuffled batches
     for k in plain:
@@ -185,9 +196,8 @@ def test_dp_sgd_counts_empty_poisson_batches(data, mode):
 
 
 # ------------------------------------------------------------------ secure aggregation
-def test_secagg_outside_a_federation_is_plain(data):
+def test_secagg_outside_a_federation_is_plain(data, plain):
     x, y = data[:2]
-    plain, _ = train(["none"], 0, {}, x, y)
     sec, _ = train(["secagg"], 0, {}, x, y)
     assert all(torch.equal(plain[k], sec[k]) for k in plain)
 
@@ -210,9 +220,8 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss(data):
 
 
 @pytest.mark.parametrize("mode", ["client", "server"])
-def test_adv_training_modes_change_training(data, mode):
+def test_adv_training_modes_change_training(data, plain, mode):
     x, y = data[:2]
-    plain, _ = train(["none"], 0, {}, x, y)
     adv, m = train(["adv_training"], 0, {"mode": mode, "fraction": 0.25, "steps": 2}, x, y)
     assert not torch.allclose(noise_of(adv, plain), torch.zeros(1))
     if mode == "server":

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import base_config
-from test_attacks import _ctx, cell  # noqa: F401  (module-scoped trained cell)
+from conftest import cell_context as _ctx
 
 from fedsafe import config as fc
 from fedsafe import results as fr
@@ -15,7 +15,7 @@ from fedsafe import robustness as rb
 from fedsafe.attacks.context import AttackContext
 from fedsafe.attacks.evasion import run_apgd, run_autoattack, run_cw, run_fgsm, run_pgd, run_square
 
-pytestmark = pytest.mark.xdist_group("attacks")
+pytestmark = pytest.mark.xdist_group("attacks")  # shares the trained `cell` with test_attacks
 
 EPS = [0.0, 0.02, 0.05, 0.3]
 N = 60
@@ -51,7 +51,7 @@ def _acc(results, attack) -> dict:
 
 
 @pytest.fixture(scope="module")
-def suite(cell):  # noqa: F811
+def suite(cell):
     ctx = _ctx(cell)
     common = {"eps": EPS, "n_samples": N, "transfer": False}
     return _results(ctx, {
@@ -88,7 +88,7 @@ def test_worst_case_is_per_sample_and_monotone(suite):
     assert _summary(suite)["flags"].iloc[0] == ""
 
 
-def test_same_subset_across_attacks(cell):  # noqa: F811
+def test_same_subset_across_attacks(cell):
     ctx = _ctx(cell)
     short = run_fgsm(ctx, {"eps": [0.0], "n_samples": 20, "transfer": False})[0]
     long = run_pgd(ctx, {"eps": [0.0], "n_samples": 40, "transfer": False})[0]
@@ -98,7 +98,7 @@ def test_same_subset_across_attacks(cell):  # noqa: F811
                               )[0]["n_samples"] == 20
 
 
-def test_cw_scores_within_each_l2_radius(cell):  # noqa: F811
+def test_cw_scores_within_each_l2_radius(cell):
     rows = run_cw(_ctx(cell), {"eps": [0.1, 0.5, 2.0], "steps": 30, "n_samples": 30,
                                "transfer": False})
     assert [r["norm"] for r in rows] == ["L2"] * 3
@@ -108,7 +108,7 @@ def test_cw_scores_within_each_l2_radius(cell):  # noqa: F811
     assert accs == sorted(accs, reverse=True) and accs[-1] < accs[0]
 
 
-def test_client_copies_are_a_separate_threat_model(cell):  # noqa: F811
+def test_client_copies_are_a_separate_threat_model(cell):
     row = run_pgd(_ctx(cell, "weight_noise", 0.05), {"eps": [0.05], "n_samples": 40, "draws": 2,
                                                       "steps": 5, "restarts": 1})[0]
     n_clients = len(cell[1].clients)
@@ -135,7 +135,7 @@ class _MaskedContext(AttackContext):
         return _Masked(super().new_model(weights)).eval()
 
 
-def test_gradient_masking_is_flagged(cell):  # noqa: F811
+def test_gradient_masking_is_flagged(cell):
     spec, data, init, trained = cell
     ctx = _MaskedContext({**spec, "parts": ["none"], "options": {}}, data, trained, {0: init}, {})
     common = {"eps": [0.05], "n_samples": N, "transfer": False}
@@ -157,7 +157,7 @@ class _RandomContext(AttackContext):
         return _Random(super().new_model(weights)).eval()
 
 
-def test_autoattack_rand_on_a_random_model(cell):  # noqa: F811
+def test_autoattack_rand_on_a_random_model(cell):
     spec, data, init, trained = cell
     ctx = _RandomContext({**spec, "parts": ["none"], "options": {}}, data, trained, {0: init}, {})
     row = run_autoattack(ctx, {"eps": [0.05], "n_samples": 20, "steps": 5, "eot_iter": 2,

@@ -5,10 +5,10 @@ plain aggregate while the server only ever receives masked updates."""
 import numpy as np
 import pytest
 import torch
+from conftest import pld_reference
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import Key
 
-from fedsafe.data.prepare import prepare
 from fedsafe.defenses import MECHANISMS
 from fedsafe.federation.grid import InProcessGrid
 from fedsafe.federation.simulation import train_cell
@@ -17,17 +17,20 @@ FEDERATION = dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.0
                   optimizer="sgd", model="small_cnn", aggregation="weighted",
                   fraction_train=0.67, checkpoint_rounds=[0, 1], device="cpu",
                   observe_rounds=[2])
+DATA = ("synthetic_brain_mri", {"image_size": 16, "n_samples": 300, "partition": {"scheme": "iid"},
+                                "holdout_fraction": 0.1}, 3, 0)  # prepared once for both fixtures
+
+# one worker trains the federations below once, for all the tests of this module
+pytestmark = pytest.mark.xdist_group("federation")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, prepared_data):
     """Federations on 3 clients, 2 of them per round: none twice, none on Ray, secagg once
-    (recording every message the server receives)."""
+    (recording every message the server receives). In process one torch thread (cpus=1, as the
+    test workers run): more only oversubscribes two workers on two cores; Ray gets 2 CPUs."""
     root = tmp_path_factory.mktemp("fed")
-    data = root / "data"
-    prepare("synthetic_brain_mri", {"image_size": 16, "n_samples": 300,
-                                    "partition": {"scheme": "iid"}, "holdout_fraction": 0.1},
-            3, 0, data)
+    data = prepared_data(*DATA)
     out, received = {}, []
     pull = InProcessGrid.pull_messages
 
@@ -43,7 +46,8 @@ def runs(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             if name == "sec":
                 mp.setattr(InProcessGrid, "pull_messages", recording_pull)
-            result = train_cell(data, spec, root / name, cpus=2, gpus=0)
+            result = train_cell(data, spec, root / name, cpus=2 if backend == "ray" else 1,
+                                gpus=0)
         out[name] = (result, *(torch.load(root / name / f, weights_only=True)
                                for f in ("model.pt", "checkpoints.pt", "observed.pt")))
     out["server_received"] = received
@@ -62,7 +66,7 @@ def test_same_seed_same_model(runs):
 def test_ray_engine_and_in_process_grid_give_the_same_model(runs):
     (ra, ma, _, oa), (rr, mr, _, orr) = runs["a"], runs["ray"]
     assert oa[2]["clients"] == orr[2]["clients"]
-    for k in ma:  # Ray clients use 1 torch thread, in-process 2: float rounding only
+    for k in ma:  # Ray runs the clients in separate processes: float rounding only
         assert torch.allclose(ma[k], mr[k], atol=1e-5)
     assert abs(ra["clean_accuracy"] - rr["clean_accuracy"]) <= 1 / 30
 
@@ -120,15 +124,12 @@ PUBLIC_KEYS = {"partition_id", "num_examples"}
 
 
 @pytest.fixture(scope="module")
-def dp_runs(tmp_path_factory):
+def dp_runs(tmp_path_factory, prepared_data):
     """Federations under formal guarantees, 3 clients, recording every message the server
     receives: dp_sgd (2 of 3 clients per round), dp_fedavg central with a privacy budget,
-    distributed dp_fedavg with secagg, and dp_sgd with a budget."""
+    distributed dp_fedavg with secagg, and dp_sgd with a budget (one torch thread, as `runs`)."""
     root = tmp_path_factory.mktemp("dp")
-    data = root / "data"
-    prepare("synthetic_brain_mri", {"image_size": 16, "n_samples": 300,
-                                    "partition": {"scheme": "iid"}, "holdout_fraction": 0.1},
-            3, 0, data)
+    data = prepared_data(*DATA)
     cells = {
         "dp_sgd": (["dp_sgd"], 1.0, {}, 3),
         "fedavg_budget": (["dp_fedavg"], 1.0, {"target_epsilon": 6.0}, 4),
@@ -150,7 +151,7 @@ def dp_runs(tmp_path_factory):
                     model="small_cnn")
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(InProcessGrid, "pull_messages", recording_pull)
-            result = train_cell(data, spec, root / name, cpus=2, gpus=0)
+            result = train_cell(data, spec, root / name, cpus=1, gpus=0)
         out[name] = (result, received, root / name)
     return out
 
@@ -164,8 +165,6 @@ def test_ledger_has_every_client_every_round_and_never_falls(dp_runs):
     """Measured defect 1, end to end: epsilon after every round for all clients, sampled or not,
     as an independent dp_accounting computation gives it; the cell's is their max."""
     import math
-
-    import dp_accounting
 
     result, received, folder = dp_runs["dp_sgd"]
     sizes, steps = _sizes(received), {c: 0 for c in range(3)}
@@ -184,10 +183,9 @@ def test_ledger_has_every_client_every_round_and_never_falls(dp_runs):
             if steps[c] == 0:
                 assert row["client_epsilon"][c] == 0
                 continue
-            acc = dp_accounting.pld.PLDAccountant()
-            acc.compose(dp_accounting.PoissonSampledDpEvent(
-                1 / math.ceil(sizes[c] / 32), dp_accounting.GaussianDpEvent(1.0)), steps[c])
-            assert row["client_epsilon"][c] == pytest.approx(acc.get_epsilon(1e-5), rel=0.01)
+            # dp_accounting's PLD (cached: clients of one size share their (q, steps) values)
+            ref = pld_reference(1 / math.ceil(sizes[c] / 32), 1.0, steps[c], 1e-5)
+            assert row["client_epsilon"][c] == pytest.approx(ref, rel=0.01)
         assert row["epsilon"] == max(row["client_epsilon"]) >= previous
         previous = row["epsilon"]
     assert result["epsilon"] == previous and result["accountant"] == "pld"
@@ -237,8 +235,6 @@ def test_budget_retires_spent_dp_sgd_clients(dp_runs):
 def test_distributed_dp_fedavg_epsilon_is_against_the_server(dp_runs):
     """Measured defect 5: the server knows who was sampled, so against it a round is one Gaussian
     mechanism (noise z on the sum, no amplification) for each client that took part."""
-    import dp_accounting
-
     result, _, _ = dp_runs["dist_secagg"]
     took_part = {c: 0 for c in range(3)}
     for row in result["history"]:
@@ -246,9 +242,7 @@ def test_distributed_dp_fedavg_epsilon_is_against_the_server(dp_runs):
             took_part[c] += 1
         for c in range(3):
             ref = 0.0
-            if took_part[c]:
-                acc = dp_accounting.pld.PLDAccountant()
-                acc.compose(dp_accounting.GaussianDpEvent(1.0), took_part[c])
-                ref = acc.get_epsilon(1e-5)
+            if took_part[c]:  # dp_accounting's PLD, no sampling (q = 1)
+                ref = pld_reference(1.0, 1.0, took_part[c], 1e-5)
             assert row["client_epsilon"][c] == pytest.approx(ref, rel=0.01, abs=1e-9)
     assert sum(took_part.values()) >= 2  # SecAgg+ ran at least one round

@@ -53,7 +53,9 @@ def blob_image(c=1, hw=16, seed=0):
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.set_num_threads(2)
+    # one thread: a 16x16 LeNet is far too small for threads to help, and with two test workers
+    # on two cores a second thread each oversubscribes them (the attacks ran ~10x slower)
+    torch.set_num_threads(1)
     model, x, y = lenet(), blob_image(), torch.tensor([3])
     return model, x, y, observed_gradient(model, x, y)
 
@@ -122,12 +124,34 @@ def test_gradient_from_update_inverts_sgd():
 CASES = [("idlg", "random", 50), ("idlg", "cpl", 50), ("dlg", "random", 50), ("inverting_gradients", "random", 300)]
 
 
-@pytest.mark.parametrize("method,init,iters", CASES)
-def test_reconstruction_recovers_image(setup, method, init, iters):
+@pytest.fixture(scope="module")
+def clean_reconstruction(setup):
+    """`clean_reconstruction(method, init, iterations)`: the reconstruction from the clean
+    gradient (seed 0) and the progress calls it made, computed once per module: the recovery
+    test checks it and the noise test compares the noised reconstruction against it. Returns
+    copies, so a test cannot change what another one sees."""
     model, x, y, g = setup
-    calls = []
-    x_rec, labels = reconstruct(model, g, x.shape[1:], N_CLASSES, method=method, init=init,
-                                iterations=iters, seed=0, progress=lambda i, l: calls.append((i, l)))
+    done = {}
+
+    def get(method, init, iters):
+        if (method, init, iters) not in done:
+            calls = []
+            x_rec, labels = reconstruct(model, g, x.shape[1:], N_CLASSES, method=method, init=init,
+                                        iterations=iters, seed=0,
+                                        progress=lambda i, l: calls.append((i, l)))
+            done[method, init, iters] = x_rec, labels, calls
+        x_rec, labels, calls = done[method, init, iters]
+        return x_rec.clone(), labels.clone(), list(calls)
+
+    return get
+
+
+# one worker for both tests, so each clean reconstruction is computed once
+@pytest.mark.xdist_group("inversion_clean")
+@pytest.mark.parametrize("method,init,iters", CASES)
+def test_reconstruction_recovers_image(setup, clean_reconstruction, method, init, iters):
+    model, x, y, g = setup
+    x_rec, labels, calls = clean_reconstruction(method, init, iters)
     assert x_rec.shape == x.shape and 0 <= x_rec.min() and x_rec.max() <= 1
     assert labels.tolist() == [3]
     assert image_metrics(x, x_rec)["mean_ssim"] > 0.9
@@ -135,13 +159,14 @@ def test_reconstruction_recovers_image(setup, method, init, iters):
     assert calls and calls[-1][0] == iters - 1
 
 
+@pytest.mark.xdist_group("inversion_clean")
 @pytest.mark.parametrize("method,iters", [("idlg", 50), ("inverting_gradients", 300)])
-def test_laplace_gradient_noise_lowers_ssim(setup, method, iters):
+def test_laplace_gradient_noise_lowers_ssim(setup, clean_reconstruction, method, iters):
     model, x, y, g = setup
     torch.manual_seed(1)
     noisy = [t + torch.distributions.Laplace(0.0, 0.1).sample(t.shape) for t in g]  # MedPFL defense
-    clean = image_metrics(x, reconstruct(model, g, x.shape[1:], N_CLASSES, method=method,
-                                         iterations=iters, seed=0)[0])["mean_ssim"]
+    # the same clean reconstruction as test_reconstruction_recovers_image's (init "random")
+    clean = image_metrics(x, clean_reconstruction(method, "random", iters)[0])["mean_ssim"]
     noised = image_metrics(x, reconstruct(model, noisy, x.shape[1:], N_CLASSES, method=method,
                                           iterations=iters, seed=0)[0])["mean_ssim"]
     assert noised < clean - 0.3
@@ -283,6 +308,10 @@ CELLS = {"none": (["none"], 0.0, {}),
          "dp_sgd": (["dp_sgd"], 5.0, {"clip_norm": 0.1})}
 
 
+# the tests of the `federations` fixture run on one worker, which trains them once
+FEDERATIONS = pytest.mark.xdist_group("inversion_federations")
+
+
 @pytest.fixture(scope="module")
 def federations(tmp_path_factory):
     """Tiny real federations (3 clients of about 10 MRI slices, 2 rounds, both observed) and,
@@ -312,6 +341,7 @@ def federations(tmp_path_factory):
     return out
 
 
+@FEDERATIONS
 def test_attack_reads_bit_for_bit_what_each_client_sent(federations):
     from fedsafe.attacks.gradient_inversion import server_view
 
@@ -327,6 +357,7 @@ def test_attack_reads_bit_for_bit_what_each_client_sent(federations):
     assert not torch.equal(sent[(1, 0)]["1.weight"], sent[(2, 0)]["1.weight"])
 
 
+@FEDERATIONS
 def test_replayed_single_gradient_uses_the_rounds_own_noise(federations):
     """The single-gradient mode replays with the federation's round index (1-based): replaying
     the client's whole local training that way gives exactly the update it sent."""
@@ -342,6 +373,7 @@ def test_replayed_single_gradient_uses_the_rounds_own_noise(federations):
     assert not torch.equal(off_by_one["1.weight"], sent[(1, 0)]["1.weight"])
 
 
+@FEDERATIONS
 def test_under_secagg_the_attack_sees_only_the_aggregate(federations):
     from fedsafe.attacks.gradient_inversion import run_fedavg, server_view
 
@@ -362,6 +394,7 @@ def _random_ssim(ctx, client=0):
         0)))["mean_ssim"]
 
 
+@FEDERATIONS
 def test_fedavg_attack_leaks_undefended_and_not_under_strong_dp_sgd(federations):
     from fedsafe.attacks.gradient_inversion import run_fedavg
 
@@ -377,6 +410,7 @@ def test_fedavg_attack_leaks_undefended_and_not_under_strong_dp_sgd(federations)
     assert dp["ssim"] < base + 0.05  # measured: 0.05
 
 
+@FEDERATIONS
 def test_client_with_too_many_images_is_skipped_not_faked(federations):
     from fedsafe.attacks.gradient_inversion import run_fedavg
 
@@ -427,6 +461,7 @@ def test_tradeoff_takes_the_worst_case_per_image_over_inversion_attacks():
     assert out["value"].tolist() == pytest.approx([0.7])  # (0.9 + 0.5) / 2, not max(0.5, 0.35)
 
 
+@FEDERATIONS
 def test_round_the_server_never_saw_is_skipped_with_the_reason(federations):
     """A privacy budget can stop training before the attacked round, and Poisson client sampling
     can leave a round empty: the attack says so instead of failing the job."""

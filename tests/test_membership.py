@@ -38,9 +38,19 @@ def train(x, y, seed, epochs=300):
 
 @pytest.fixture(scope="module")
 def overfit():
-    torch.set_num_threads(2)
+    # one thread: these models are tiny (64-256-4), and with two test workers on two cores a
+    # second thread each oversubscribes them (training ran ~10x slower)
+    torch.set_num_threads(1)
     members, nonmembers, population = make_data(200, 1), make_data(200, 2), make_data(400, 3)
     return train(*members, seed=0), members, nonmembers, population
+
+
+@pytest.fixture(scope="module")
+def overfit_loss_attack(overfit):
+    """The LOSS attack on the overfit model, run once: its own test checks it and the reference
+    attacks are compared with it. Not mutated by the tests (a dict of numbers)."""
+    model, members, nonmembers, _ = overfit
+    return mia_loss(model, members, nonmembers)
 
 
 # ---------------------------------------------------------------- ROC / epsilon metrics
@@ -103,15 +113,14 @@ def test_loss_scores_are_negated_loss(overfit):
     np.testing.assert_allclose(loss_scores(model, x, y, batch_size=10), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_loss_attack_on_overfit_model(overfit):
-    model, members, nonmembers, _ = overfit
-    m = mia_loss(model, members, nonmembers)
+def test_loss_attack_on_overfit_model(overfit_loss_attack):
+    m = overfit_loss_attack
     assert m["auc"] > 0.7
     assert {"tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "auc_ci_low"} <= m.keys()
 
 
 def test_loss_attack_on_model_that_never_saw_members():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     model = train(*make_data(64, 10), seed=0)
     m = mia_loss(model, make_data(1000, 11), make_data(1000, 12))
     assert abs(m["auc"] - 0.5) < 0.05
@@ -140,9 +149,9 @@ def reference_attack(target, members, nonmembers, population, n_models=8, epochs
     return {k: roc_metrics(v[:n_m], v[n_m:]) for k, v in out.items()}
 
 
-def test_reference_attacks_beat_loss_on_overfit_model(overfit):
+def test_reference_attacks_beat_loss_on_overfit_model(overfit, overfit_loss_attack):
     model, members, nonmembers, population = overfit
-    loss = mia_loss(model, members, nonmembers)
+    loss = overfit_loss_attack
     res = reference_attack(model, members, nonmembers, population, n_models=4, epochs=200)
     for name, m in res.items():
         assert m["auc"] > 0.75, name
@@ -151,7 +160,7 @@ def test_reference_attacks_beat_loss_on_overfit_model(overfit):
 
 
 def test_reference_attacks_on_model_that_never_saw_members():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     model = train(*make_data(200, 10), seed=0)
     res = reference_attack(model, make_data(200, 11), make_data(200, 12), make_data(200, 13),
                            n_models=4, epochs=100)
