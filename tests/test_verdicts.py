@@ -93,11 +93,15 @@ def test_sampling_errors_come_from_the_summary_columns():
         {"clean_accuracy": 0.8, "n_test": 400},
         {"clean_accuracy": 0.8, "n_test": np.nan},  # an older summary: unknown
         {"auc": 0.6, "auc_ci_low": 0.55, "auc_ci_high": 0.65},
-        {"ssim": 0.5, "image_ssim": json.dumps({"0": 0.4, "1": 0.6})}])
+        {"ssim": 0.5, "image_ssim": json.dumps({"0": 0.4, "1": 0.6})},
+        {"ssim": 0.5, "image_ssim": json.dumps({str(i): 0.3 + 0.02 * i for i in range(20)})}])
     clean = fr.sampling_se(df, "clean_accuracy")
     assert clean[0] == pytest.approx(stats.binomial_se(0.8, 400)) and math.isnan(clean[1])
     assert fr.sampling_se(df, "auc")[2] == pytest.approx(0.1 / (2 * 1.959964), rel=1e-4)
-    assert fr.sampling_se(df, "ssim")[3] == pytest.approx(np.std([0.4, 0.6], ddof=1) / np.sqrt(2))
+    # two images cannot measure their own spread: the bound 0.5 / sqrt(n) of any [0, 1] score
+    assert fr.sampling_se(df, "ssim")[3] == pytest.approx(0.5 / np.sqrt(2))
+    many = [0.3 + 0.02 * i for i in range(20)]
+    assert fr.sampling_se(df, "ssim")[4] == pytest.approx(np.std(many, ddof=1) / np.sqrt(20))
     assert (fr.sampling_se(df, "psnr") == 0).all()  # no sampling model: seeds alone
     # an unknown error is the documented floor, never zero
     assert stats.estimate([0.7, 0.7, 0.7], [np.nan] * 3).se == pytest.approx(
@@ -327,6 +331,15 @@ def _long(cells: dict, metric="robust_accuracy", column="robust acc."):
     return pd.DataFrame([{"dataset": "d", "defense": defense, "noise_multiplier": 0.0, "seed": s,
                           "value": v, "se": 0.01, "column": column, "metric": metric}
                          for defense, values in cells.items() for s, v in enumerate(values)])
+
+
+def test_a_single_seed_cell_neither_wins_nor_hides_a_tie():
+    tie = {k: {0: 0.5, 1: 0.5, 2: 0.5} for k in "abc"}
+    assert stats.best_set({**tie, "one": {0: 0.9}}, True, never_best=()) == set()
+    assert stats.best_set({**tie, "d": {0: 0.9, 1: 0.9, 2: 0.9}}, True,
+                          never_best={"d"}) == set()  # the others still all tie
+    clear = {"a": {0: 0.9, 1: 0.91, 2: 0.9}, "b": {0: 0.1, 1: 0.12, 2: 0.1}, "one": {0: 1.0}}
+    assert stats.best_set(clear, True) == {"a"}
 
 
 def test_a_column_where_every_cell_ties_has_no_bold():

@@ -571,6 +571,9 @@ decided").
   distribution-free paired test can reach p <= {ALPHA:g}: the sign test's smallest one-sided p is
   1/2^n, 0.031 at 5 seeds); *fragile*: moving one seed's value of one cell by the metric's measured
   cross-machine drift ({drift}) changes the verdict; *untested*: the grid has no cells for it.
+- **Assumption**: the t tests take a seed's values as roughly normal around their mean. A cell
+  whose seeds occasionally collapse (a diverged training) breaks that; the per-seed values are
+  in summary.csv to check.
 """
 
 
@@ -619,7 +622,9 @@ def report(summary: pd.DataFrame, prestated: dict | None = None) -> str:
             cols.remove("against")
         sections.append(table[cols].to_markdown(index=False) + "\n")
     costs = cost_table(cell_metrics(summary))
-    sections.append("\n## What each defense costs (against no defense, paired by seed)\n")
+    sections.append("\n## What each defense costs (against no defense, paired by seed)\n\n"
+                    "Exploratory: the intervals are each at 95% on their own; *significant* "
+                    "applies Holm's correction across every row of this table.\n")
     if costs.empty:
         sections.append("Untested: the grid needs a `none` cell.\n")
     else:

@@ -155,9 +155,20 @@ def _mean_se(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
 
 
+FEW_IMAGES = 10  # below this, a spread measured on the images themselves is not trusted
+
+
 def _image_se(per_image) -> float:
-    """Standard error of a mean SSIM, from its per-image scores (`image_ssim`, JSON)."""
-    return _mean_se(json.loads(per_image).values()) if isinstance(per_image, str) else np.nan
+    """Standard error of a mean SSIM, from its per-image scores (`image_ssim`, JSON). On fewer than
+    FEW_IMAGES images the measured spread is itself a guess (two images give it one degree of
+    freedom), so it is raised to the bound no score in [0, 1] can exceed: 0.5 / sqrt(n)."""
+    if not isinstance(per_image, str):
+        return np.nan
+    scores = list(json.loads(per_image).values())
+    se = _mean_se(scores)
+    if len(scores) < FEW_IMAGES:
+        se = max(np.nan_to_num(se), 0.5 / np.sqrt(max(1, len(scores))))
+    return se
 
 
 def sampling_se(frame: pd.DataFrame, column: str) -> pd.Series:

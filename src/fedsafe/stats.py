@@ -221,8 +221,10 @@ def best_set(per_seed: dict[str, dict], higher_is_better: bool, ses: dict[str, d
     `per_seed` would be (the column cannot tell them apart), and a cell needs 2 seeds paired with
     the best to be marked."""
     ses = ses or {}
+    # a cell needs 2 seeds to be compared at all: one with a single seed can neither be the best
+    # nor hide a tie among the others
     means = {k: float(np.nanmean(list(v.values()))) for k, v in per_seed.items()
-             if v and not all(math.isnan(x) for x in v.values())}
+             if sum(not math.isnan(x) for x in v.values()) >= 2}
     candidates = {k: m for k, m in means.items() if k not in set(never_best)}
     if not candidates:
         return set()
@@ -236,4 +238,4 @@ def best_set(per_seed: dict[str, dict], higher_is_better: bool, ses: dict[str, d
     marked = {top} | {k for k in others if adjusted[k] > ALPHA}
     marked = {k for k in marked
               if paired(per_seed[top], per_seed[k]).n >= 2}  # no interval: nothing shown
-    return set() if marked >= set(means) else marked
+    return set() if marked >= set(candidates) else marked  # every eligible cell ties
