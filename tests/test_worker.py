@@ -28,7 +28,7 @@ def server():
     proc, address = worker.start_server()
     yield address
     proc.terminate()
-    proc.wait(10)
+    proc.wait(30)
 
 
 def test_jobs_run_on_the_server_with_the_scripts_files(server, tmp_path):

@@ -238,4 +238,6 @@ def best_set(per_seed: dict[str, dict], higher_is_better: bool, ses: dict[str, d
     marked = {top} | {k for k in others if adjusted[k] > ALPHA}
     marked = {k for k in marked
               if paired(per_seed[top], per_seed[k]).n >= 2}  # no interval: nothing shown
-    return set() if marked >= set(candidates) else marked  # every eligible cell ties
+    # several eligible cells that all tie: the column cannot tell them apart (a lone eligible
+    # cell beside flagged ones is still the best real cell)
+    return set() if len(candidates) > 1 and marked >= set(candidates) else marked

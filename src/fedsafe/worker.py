@@ -26,6 +26,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from importlib import import_module
 
@@ -120,6 +121,8 @@ def serve(address: str, parent: int | None = None) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(_address(address))
     listener.listen(128)  # jobs that connect during the preload wait in this queue
+    print("listening", flush=True)  # start_server returns once the address answers
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads that pipe any more
     for name in PRELOAD:
         import_module(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the jobs and Snakemake; we follow
@@ -135,18 +138,24 @@ def serve(address: str, parent: int | None = None) -> None:
             conn, _ = listener.accept()
             try:
                 _start(conn, listener)
-            except OSError as err:  # a client that went away mid-request: its job never ran
+            except (OSError, ValueError, struct.error) as err:  # a client gone mid-request
                 log.warning("dropped a job request: %s", err)
             conn.close()
-    _reap(block=bool(stop))  # a normal stop waits for its children: their CPU time counts
+    # a normal stop collects its last children (their CPU time then counts as the run's), but
+    # never waits on one for long: a stop must not hang on a job its script has abandoned
+    deadline = time.monotonic() + 5
+    while stop and not _reap() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
-def _reap(block: bool = False) -> None:
+def _reap() -> bool:
+    """Collect finished children; True when none is left."""
     try:
-        while os.waitpid(-1, 0 if block else os.WNOHANG)[0]:
+        while os.waitpid(-1, os.WNOHANG)[0]:
             pass
     except ChildProcessError:
-        pass
+        return True
+    return False
 
 
 def _start(conn: socket.socket, listener: socket.socket) -> None:
@@ -201,7 +210,10 @@ def start_server(parent: int | None = None) -> tuple["subprocess.Popen", str]:  
 
     address = f"@fedsafe-worker-{os.getpid()}-{os.urandom(4).hex()}"
     proc = subprocess.Popen([sys.executable, "-m", "fedsafe.worker", address,
-                             str(parent or os.getpid())], stdin=subprocess.DEVNULL)
+                             str(parent or os.getpid())], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE)
+    proc.stdout.readline()  # bound: from now on a job that connects waits for it, never falls back
+    proc.stdout.close()
     return proc, address
 
 
