@@ -85,16 +85,21 @@ def test_observed_updates_are_what_the_server_aggregates(runs):
 
 
 def test_secagg_federation_gives_the_plain_model_and_hides_updates(runs):
-    (_, plain, _, plain_obs), (res, sec, _, sec_obs) = runs["a"], runs["sec"]
+    (_, plain, plain_ckpt, plain_obs), (res, sec, sec_ckpt, sec_obs) = runs["a"], runs["sec"]
     assert sec_obs[2]["updates"] == [None, None]  # the server never held one
     assert sec_obs[2]["clients"] == plain_obs[2]["clients"]
-    # SecAgg+ quantises each coordinate to 2 * clipping_range / quantization_range
+    # SecAgg+ quantises each coordinate to 2 * clipping_range / quantization_range. Round 1
+    # starts both runs from the same model with the same clients and batches, so the global
+    # models after it differ by that quantisation alone. Round 2 trains from those slightly
+    # different models, and one epoch of SGD carries the difference on: there the aggregates
+    # and the final models agree to 1e-3 (measured up to about 1e-4 over repeated runs).
     opts = MECHANISMS["secagg"].options
     step = 2 * opts["clipping_range"].default / opts["quantization_range"].default
     for k in plain:
+        assert torch.allclose(sec_ckpt[1][k], plain_ckpt[1][k], atol=2 * step, rtol=0)
         assert torch.allclose(sec_obs[2]["aggregate"][k], plain_obs[2]["aggregate"][k],
-                              atol=2 * step, rtol=0)
-        assert torch.allclose(sec[k], plain[k], atol=1e-5)
+                              atol=1e-3, rtol=0)
+        assert torch.allclose(sec[k], plain[k], atol=1e-3)
     assert res["guarantee"].startswith("none by itself")
 
 
