@@ -37,22 +37,21 @@ def _per_cell(frame: pd.DataFrame, metric: str, how: str = "mean") -> pd.DataFra
 
 
 def _seed_stats(frame: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    """Mean over seeds, and `down`/`up`: the distances from the mean down and up to the limits of its
-    95% t interval, clipped to the metric's range as the tables clip them (0 with one seed)."""
+    """Mean over seeds, and `down`/`up`: the distances from the mean to the limits of its 95% t
+    interval, clipped to the metric's range as the tables clip them (0 with one seed)."""
     from fedsafe.results import METRIC_KIND
     from fedsafe.stats import bounds, interval
 
     within = bounds(METRIC_KIND.get(metric))
 
-    def below(v):
-        mean, lo, _ = interval(v.astype(float), within=within)
-        return 0.0 if np.isnan(lo) else mean - lo
+    def limits(v: pd.Series) -> pd.Series:  # one interval per group, both sides from it
+        mean, lo, hi = interval(v.astype(float), within=within)
+        return pd.Series({"mean": v.mean(), "down": 0.0 if np.isnan(lo) else mean - lo,
+                          "up": 0.0 if np.isnan(hi) else hi - mean})
 
-    def above(v):
-        mean, _, hi = interval(v.astype(float), within=within)
-        return 0.0 if np.isnan(hi) else hi - mean
-
-    return frame.groupby(by, as_index=False)[metric].agg(mean="mean", down=below, up=above)
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, "mean", "down", "up"])
+    return frame.groupby(by)[metric].apply(limits).unstack().reset_index()
 
 
 def _err(frame: pd.DataFrame, key) -> list[list[float]]:

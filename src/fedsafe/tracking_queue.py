@@ -6,9 +6,9 @@ with which arguments) as a small JSON file in a queue folder and ends; one logge
 by the launcher with MLflow loaded, makes the calls in order, within a second of each job, so every
 job is still its own MLflow run, visible while the grid runs. Cluster jobs of a launched run
 (`fedsafe.launch --profile slurm`) write to the same queue on the shared file system, so a tracking
-server bound to the login node's loopback still receives every run (docs/cluster.md). Without the
-launcher (a plain `snakemake`), `log_call` calls `fedsafe.tracking` directly, as before. Calls left in the queue
-by a killed run are made by the next launch; the job files stay the source of truth
+server bound to the login node's loopback still receives every run (docs/cluster.md). Without
+the launcher (a plain `snakemake`), `log_call` calls `fedsafe.tracking` directly, as before. Calls
+left in the queue by a killed run are made by the next launch; the job files stay the source of truth
 (`fedsafe relog` rebuilds MLflow from them).
 """
 

@@ -30,7 +30,7 @@ import time
 import traceback
 from importlib import import_module
 
-ENV = "FEDSAFE_WORKER"  # the server's address, set by fedsafe.launch for its Snakemake ("off": none)
+ENV = "FEDSAFE_WORKER"  # the server's address, set by fedsafe.launch ("off": no server)
 log = logging.getLogger("fedsafe.worker")
 _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
