@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	# medmnist declares torchvision, which does not import beside this torch: no deps.
 	$(BIN)/pip install --quiet --no-deps medmnist
+	# jax-privacy's auditing.py is the independent reference of the audit test; the package
+	# declares jax, which that file does not need.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt jax-privacy
 	touch $@
 
 # Also the command to resume an interrupted run: finished jobs are kept, jobs a hard kill left
@@ -56,6 +59,8 @@ bench: install  # speed ratios, see bench/README.md; BENCH_ARGS="--grid" also ti
 lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/ruff check src tests bench workflow
+	$(BIN)/lint-imports --no-cache
 
 clean-results:
 	rm -rf results/* .snakemake

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import ROOT, median, table, verdict, write
 
 TARGET = 30.0

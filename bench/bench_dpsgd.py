@@ -18,10 +18,9 @@ import argparse
 import sys
 
 import torch
-from torch import nn
-
 from common import alternate, median, table, verdict, write
 from data import default_config, model_and_data
+from torch import nn
 
 TARGET = 1.6
 MODES = ["fused", "hooks", "functorch", "ew", "ghost"]

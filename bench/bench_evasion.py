@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import CACHE, table, write
 from data import DATASET, default_config, default_spec, prepared
 
@@ -67,7 +66,7 @@ def default_grid_estimate(cost: dict[str, float], ctx) -> tuple[float, str]:
         differ = any(not torch.equal(w[n], ctx.weights[n]) for w in copies for n in w)
         models += 1 + (3 if differ else 0)
     total, parts = 0.0, []
-    for name, a in cfg["attacks"].items():
+    for name in cfg["attacks"]:
         spec = fc.attack_spec(cfg, name)
         if spec["type"] not in cost:
             continue

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import OUT, ROOT, table, write
 
 BASELINE = "d4e5214"  # main before the job server and the MLflow queue (issue 22)

@@ -14,7 +14,6 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-
 from common import alternate, median, table, verdict, write
 from data import model_and_data
 

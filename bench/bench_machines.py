@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from common import ROOT, write
 
 # environment that caps every library at an instruction set (torch's ATen kernels, oneDNN, MKL)

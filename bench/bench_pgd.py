@@ -9,7 +9,6 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-
 from common import alternate, median, table, verdict, write
 from data import default_config, model_and_data
 

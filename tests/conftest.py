@@ -11,18 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
+TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
+
+
 def base_config(**overrides) -> dict:
-    """A tiny but complete grid, fast enough for end-to-end tests."""
-    cfg = {
-        "experiment": "fedsafe-test",
-        "seeds": [0],
-        "datasets": {"mri": {"source": "synthetic_brain_mri",
-                             "options": {"image_size": 16, "n_samples": 300},
-                             "n_clients": 2}},
-        "defenses": {"none": {}},
-        "attacks": {"fgsm": {"options": {"eps": [0.0, 0.05], "n_samples": 60}}},
-        "federation": {"rounds": 1, "batch_size": 32},
-    }
+    """The tiny but complete grid of `.test/config/config.yaml` (what CI runs with `snakemake
+    --directory .test`), fast enough for end-to-end tests; `overrides` replace top-level keys.
+    Read anew on each call, so a test may change what it gets."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg.update(overrides)
     return cfg
 
@@ -97,7 +93,7 @@ def pld_reference(q: float, z: float, count: int, delta: float = 1e-5) -> float:
     return _pld_reference(float(q), float(z), int(count), float(delta))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pld_reference(q: float, z: float, count: int, delta: float) -> float:
     import dp_accounting
 

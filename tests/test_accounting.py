@@ -7,6 +7,7 @@ import math
 import dp_accounting
 import numpy as np
 import pytest
+
 # dp_accounting's PLD at its own default resolution (ours uses a coarser grid); cached, as the
 # tests below ask for some values more than once (the ledger's clients of one size, the default
 # grid's smallest client)
@@ -182,7 +183,7 @@ def test_tables_show_where_and_why_the_budget_stopped(tmp_path):
     from test_results import fake_grid
 
     from fedsafe import results as fr
-    from fedsafe.jobs import write_json
+    from fedsafe.files import write_json
 
     expected = fake_grid(tmp_path / "r", seeds=(0,))
     for job in expected:

@@ -58,7 +58,8 @@ def test_same_seed_same_model(runs):
     (ra, ma, ca, _), (rb, mb, cb, _) = runs["a"], runs["b"]
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
     assert sorted(ca) == [0, 1, 2] and all(torch.equal(ca[1][k], cb[1][k]) for k in ca[1])
-    assert [h["test_accuracy"] for h in ra["history"]] == [h["test_accuracy"] for h in rb["history"]]
+    assert ([h["test_accuracy"] for h in ra["history"]]
+            == [h["test_accuracy"] for h in rb["history"]])
     assert ra["epsilon"] is None and ra["guarantee"].startswith("none")
     assert len(ra["history"]) == 2 and len(ra["history"][0]["client_train_loss"]) == 2
 
@@ -218,11 +219,14 @@ def test_server_receives_nothing_private(dp_runs, name):
 
 def test_budget_stops_dp_fedavg_before_exceeding(dp_runs):
     """q = 0.67, z = 1: epsilon 3.9, 5.6, 6.9 after rounds 1-3, so a budget of 6 runs 2 rounds."""
-    result, _, _ = dp_runs["fedavg_budget"]
+    result, received, _ = dp_runs["fedavg_budget"]
     assert result["stopped"]["reason"].startswith("budget")
     assert result["rounds_run"] == 2 and result["stopped"]["before_round"] == 3
     assert result["epsilon"] <= 6.0 and result["target_epsilon"] == 6.0
     assert len(result["history"]) == 2
+    # Flower's loop (`start()`) still runs rounds 3 and 4, empty: no client trains after the stop
+    trained = [m for m in received if m.metadata.message_type == "train"]
+    assert len(trained) == sum(len(row["clients"]) for row in result["history"])
 
 
 def test_budget_retires_spent_dp_sgd_clients(dp_runs):

@@ -4,10 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from fedsafe.attacks.fedavg_inversion import (ClientTraining, reconstruct_fedavg,
-                                              recover_label_counts, simulate_update)
-from fedsafe.attacks.inversion import (gradient_from_update, infer_label_idlg, infer_labels,
-                                       observed_gradient, reconstruct)
+from fedsafe.attacks.fedavg_inversion import (
+    ClientTraining,
+    reconstruct_fedavg,
+    recover_label_counts,
+    simulate_update,
+)
+from fedsafe.attacks.inversion import (
+    gradient_from_update,
+    infer_label_idlg,
+    infer_labels,
+    observed_gradient,
+    reconstruct,
+)
 from fedsafe.defenses.base import Mechanism
 from fedsafe.federation.local import TrainSettings, local_train, to_tensor
 from fedsafe.metrics import image_metrics, matched_image_metrics
@@ -138,7 +147,7 @@ def clean_reconstruction(setup):
             calls = []
             x_rec, labels = reconstruct(model, g, x.shape[1:], N_CLASSES, method=method, init=init,
                                         iterations=iters, seed=0,
-                                        progress=lambda i, l: calls.append((i, l)))
+                                        progress=lambda i, loss: calls.append((i, loss)))
             done[method, init, iters] = x_rec, labels, calls
         x_rec, labels, calls = done[method, init, iters]
         return x_rec.clone(), labels.clone(), list(calls)
@@ -195,7 +204,7 @@ def test_progress_spans_restarts(setup):
     model, x, y, g = setup
     its = []
     reconstruct(model, g, x.shape[1:], N_CLASSES, method="inverting_gradients", iterations=40,
-                restarts=3, seed=3, progress=lambda i, l: its.append(i))
+                restarts=3, seed=3, progress=lambda i, _loss: its.append(i))
     assert its == sorted(its) and its[-1] == 3 * 40 - 1
 
 
@@ -331,7 +340,7 @@ def federations(tmp_path_factory):
 
         def recording(*args, **kw):
             update, metrics = local_train(*args, **kw)
-            sent[(args[6], args[7])] = {k: v.clone() for k, v in update.items()}  # (rnd, client)
+            sent[(args[6], args[7])] = {k: v.clone() for k, v in update.items()}  # noqa: B023 - (rnd, client)
             return update, metrics
 
         with pytest.MonkeyPatch.context() as mp:

@@ -17,7 +17,7 @@ from conftest import base_config, snakemake
 
 from fedsafe import config as fc
 from fedsafe import results as fr
-from fedsafe.jobs import write_json
+from fedsafe.files import write_json
 from fedsafe.plots import write_plots
 
 pytestmark = pytest.mark.xdist_group("results")  # one worker: the tiny run is shared

@@ -6,10 +6,11 @@ against a real authenticated server: test_tracking_auth.py)."""
 
 import os
 import stat
+import subprocess
 import sys
 import time
-from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -134,6 +135,179 @@ def test_reference_models_get_a_run_of_their_own(tmp_path):
     assert run.data.tags["fedsafe.job"] == "reference" and run.data.params["n_models"] == "2"
     assert run.data.metrics["train_size"] == 50
     assert run.data.metrics["min_initial_distance_to_target"] == 4.0
+
+
+# --- as MLflow's UI expects: the job's span, the dataset input, the code version, the link ---
+
+
+def test_a_run_spans_its_job_however_late_it_is_logged(tmp_path, monkeypatch):
+    """Queued (under the launcher) or direct, a run starts when its job started and ends when
+    the job handed over its results, not when the logger got to it."""
+    from mlflow.tracking import MlflowClient
+
+    from fedsafe import tracking_queue as tq
+
+    uri, queue = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "queue"
+    train = fake_train(0)
+    started = time.time() - 60  # the job began a minute ago
+    monkeypatch.setenv(tq.ENV, str(queue))
+    before = time.time()
+    tq.log_call("log_train", uri, "exp", train, started=started)
+    after = time.time()
+    time.sleep(1.5)  # the logger comes later
+    tq.drain(queue)
+    monkeypatch.delenv(tq.ENV)  # no launcher: the job logs itself
+    attack_started = time.time() - 5
+    attack_before = time.time()
+    tq.log_call("log_attack", uri, "exp", fake_attack(train), train["spec"],
+                started=attack_started)
+    got = {r.data.tags["fedsafe.job"]: r for r in runs(uri)}
+    assert got["train"].info.start_time == int(started * 1000)
+    assert int(before * 1000) <= got["train"].info.end_time <= int(after * 1000)
+    attack = got["attack:fgsm"]
+    assert attack.info.start_time == int(attack_started * 1000)
+    assert int(attack_before * 1000) <= attack.info.end_time <= int(time.time() * 1000)
+    assert attack.info.status == "FINISHED"
+    (metric,) = MlflowClient(uri).get_metric_history(attack.info.run_id, "robust_accuracy/eps_0")
+    assert metric.timestamp == attack.info.end_time  # when the job had its metrics
+
+
+def test_a_training_run_names_its_data_as_a_dataset_input(tmp_path):
+    """Name, digest (the prepared file's content hash: new content, new digest) and source, in
+    the training context; a relog whose data file is gone still logs the run."""
+    import hashlib
+    import json
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=np.zeros((4, 2)))
+    client = MlflowClient(uri)
+    (first,) = client.get_run(log_train(uri, "exp", fake_train(0),
+                                        data=data)).inputs.dataset_inputs
+    assert first.dataset.name == "mri"
+    assert first.dataset.digest == hashlib.sha256(data.read_bytes()).hexdigest()[:12]
+    assert json.loads(first.dataset.source)["uri"] == str(data.resolve())
+    assert {t.key: t.value for t in first.tags} == {"mlflow.data.context": "training"}
+    np.savez(data, x_train=np.ones((4, 2)))
+    (second,) = client.get_run(log_train(uri, "exp", fake_train(1),
+                                         data=data)).inputs.dataset_inputs
+    assert second.dataset.digest != first.dataset.digest
+    gone = log_train(uri, "exp", fake_train(2), data=tmp_path / "deleted.npz")
+    assert gone is not None and not client.get_run(gone).inputs.dataset_inputs
+
+
+def test_runs_carry_the_code_version_once_given_and_none_outside_git(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from fedsafe.tracking import COMMIT_ENV, git_commit
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    monkeypatch.setenv(COMMIT_ENV, "0123abcd")  # as the launcher sets it, once per run
+    tags = client.get_run(log_train(uri, "exp", fake_train(0))).data.tags
+    assert tags["mlflow.source.git.commit"] == "0123abcd"
+    assert tags["mlflow.source.name"] == "Snakefile" and tags["mlflow.source.type"] == "LOCAL"
+    monkeypatch.setenv(COMMIT_ENV, "")  # launched outside a git checkout
+    tags = client.get_run(log_train(uri, "exp", fake_train(1))).data.tags
+    assert "mlflow.source.git.commit" not in tags and tags["mlflow.source.name"] == "Snakefile"
+    monkeypatch.delenv(COMMIT_ENV)
+    assert git_commit(tmp_path) == ""  # not a git checkout: no commit, no error
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:
+        assert git_commit() == head.stdout.strip()
+
+
+def test_the_link_opens_the_runs_table_of_the_experiment(tmp_path, capsys, monkeypatch):
+    import yaml
+    from conftest import base_config
+
+    from fedsafe.cli import main
+    from fedsafe.tracking import TrackerError, ui_link, where_to_look
+
+    assert ui_link("7") == "http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    exp_id = experiment_of(uri, log_train(uri, "fedsafe-test", fake_train(0)))
+    text = where_to_look(uri, "fedsafe-test", port=5001)
+    assert f"`mlflow ui --backend-store-uri {uri} --port 5001`" in text
+    assert text.endswith(ui_link(exp_id, "http://127.0.0.1:5001"))
+    with pytest.raises(TrackerError, match="experiment: 'nope' is not in .* run the workflow"):
+        where_to_look(uri, "nope")
+    config = tmp_path / "config.yaml"  # the CLI: the config's store and experiment
+    config.write_text(yaml.safe_dump(base_config(results_dir=str(tmp_path / "results"))))
+    main(["ui-link", "--configfile", str(config)])
+    assert capsys.readouterr().out.strip().endswith(ui_link(exp_id))
+    config.write_text(yaml.safe_dump(base_config(results_dir=str(tmp_path / "results"),
+                                                 experiment="never-ran")))
+    with pytest.raises(SystemExit, match="'never-ran' is not in"):
+        main(["ui-link", "--configfile", str(config)])
+
+
+def experiment_of(uri: str, run_id: str) -> str:
+    """The experiment id of a run."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri).get_run(run_id).info.experiment_id
+
+
+def test_relog_takes_each_run_span_and_data_from_the_job_files(tmp_path):
+    import json
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from fedsafe.cli import relog
+
+    results = tmp_path / "results"
+    train = fake_train(0)
+    train["train_seconds"] = 30.0
+    f = results / "train" / train["cell"] / "train.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps(train))
+    os.utime(f, (1_700_000_000, 1_700_000_000))  # the job ended then
+    data = results / "data" / "mri" / "data.npz"
+    data.parent.mkdir(parents=True)
+    np.savez(data, x_train=np.zeros(3))
+    uri = f"sqlite:///{results}/mlflow.db"
+    assert relog(results, "exp", uri) == 1
+    (run,) = runs(uri)
+    assert (run.info.start_time, run.info.end_time) == (1_699_999_970_000, 1_700_000_000_000)
+    assert [d.dataset.name for d in MlflowClient(uri).get_run(run.info.run_id)
+            .inputs.dataset_inputs] == ["mri"]
+
+
+def test_the_launcher_logger_finds_job_files_in_the_jobs_folder(tmp_path):
+    """Jobs name their files relative to Snakemake's folder; the launcher's logger runs there,
+    so it uploads them and reads the data, wherever the launcher was started."""
+    from mlflow.tracking import MlflowClient
+
+    from fedsafe import tracking_queue as tq
+
+    workdir, queue = tmp_path / "run", tmp_path / "run/.snakemake/queue"
+    (workdir / "results/data/mri").mkdir(parents=True)
+    (workdir / "results/data/mri/data.npz").write_bytes(b"prepared")
+    (workdir / "results/model.pt").write_bytes(b"weights")
+    uri = f"sqlite:///{workdir / 'results/mlflow.db'}"
+    queue.mkdir(parents=True)
+    env = {**os.environ, tq.ENV: str(queue)}
+    job = ("from fedsafe.tracking_queue import log_call; from test_tracking import fake_train; "
+           f"log_call('log_train', {uri!r}, 'exp', fake_train(0), ['results/model.pt'], "
+           "data='results/data/mri/data.npz')")
+    subprocess.run([sys.executable, "-c", job], cwd=workdir, env={
+        **env, "PYTHONPATH": str(Path(__file__).parent)}, check=True, timeout=120)
+    logger = tq.start_logger(queue, workdir)  # started from elsewhere, as `make run -C` would
+    tq.stop_logger(logger, queue)  # it makes the queued call, then ends
+    assert logger.returncode == 0
+    (run,) = runs(uri)
+    client = MlflowClient(uri)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.pt"]
+    assert [d.dataset.name for d in client.get_run(run.info.run_id).inputs.dataset_inputs] == [
+        "mri"]
 
 
 # --- security: credentials, refused logins, images of the data --------------------------------

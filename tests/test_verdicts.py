@@ -318,7 +318,7 @@ def test_no_printed_limit_leaves_the_range():
             if column == "epsilon":  # not a share
                 continue
             for cell in table[column]:
-                for mean, lo, hi in INTERVAL.findall(cell):
+                for _mean, lo, hi in INTERVAL.findall(cell):
                     assert 0 <= float(lo) <= float(hi) <= 1, (column, cell)
                 for mean, half in PLUS_MINUS.findall(cell):
                     assert 0 <= float(mean) - float(half) and float(mean) + float(half) <= 1, cell

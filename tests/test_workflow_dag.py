@@ -52,7 +52,6 @@ def test_paper_configs_dry_run(name, counts, workdir):
     stood in by empty folders: the dry run only checks that they exist). The default
     config/config.yaml is present, as in a checkout: a --configfile replaces it, not merges."""
     import yaml
-
     from conftest import ROOT
 
     for folder in ("data/pathology", "data/brain_tumor_mri", "data/medmnist"):
@@ -66,7 +65,6 @@ def test_paper_configs_dry_run(name, counts, workdir):
 
 def test_missing_hand_downloaded_data_stops_before_any_job(workdir):
     import yaml
-
     from conftest import ROOT
 
     cfg = yaml.safe_load((ROOT / "config/medpfl.yaml").read_text())
@@ -86,3 +84,21 @@ def test_published_grid_is_the_default_grid_over_more_seeds():
     for key in ("seeds", "experiment", "results_dir"):
         default.pop(key), published.pop(key)
     assert published == default
+
+
+def test_test_grid_runs_from_its_folder_as_ci_runs_it(tmp_path):
+    """CI runs `snakemake --directory .test` from the repository root, with no --configfile: the
+    workflow's default `config/config.yaml` is then read inside .test/, the tiny grid the tests
+    start from (base_config), not the default grid. On a copy, so the checkout's .test/ stays
+    clean."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / ".test" / "config", tmp_path / ".test" / "config")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile",
+                           str(ROOT / "Snakefile"), "--directory", str(tmp_path / ".test")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert job_counts(proc.stdout) == {"all": 1, "prepare_data": 1, "train": 1, "attack": 1,
+                                       "aggregate": 1, "tables": 1, "claims": 1, "plots": 1}

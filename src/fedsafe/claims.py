@@ -33,8 +33,8 @@ checked against `summary.csv` by a rule fixed before the data (statistics: `feds
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd

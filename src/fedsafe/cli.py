@@ -2,6 +2,9 @@
 MLflow again (for jobs that ran while the tracker was unreachable). Replaces runs, never
 duplicates them, so it is safe to run any number of times.
 
+`fedsafe ui-link [--configfile CONFIG]`: the command that starts MLflow's UI on a config's store
+and the link to its experiment's runs table.
+
 `fedsafe compare A.csv B.csv`: the metrics of two summaries that moved beyond their
 intervals, the drift per metric over rows paired by seed, and the claim verdicts that changed.
 `fedsafe publish RESULTS_DIR`: the run's verdicts into README.md, its claims and tables into docs/."""
@@ -9,6 +12,13 @@ intervals, the drift per metric over rows paired by seed, and the claim verdicts
 import argparse
 import json
 from pathlib import Path
+
+
+def _span(path: Path, seconds: float = 0.0) -> dict:
+    """A job's start and end as its file tells them: written at the end of the job, which took
+    `seconds` (as recorded in the file)."""
+    end = int(path.stat().st_mtime * 1000)
+    return {"start_time": end - int(seconds * 1000), "end_time": end}
 
 
 def relog(results_dir: Path, experiment: str, uri: str | None = None) -> int:
@@ -21,12 +31,16 @@ def relog(results_dir: Path, experiment: str, uri: str | None = None) -> int:
     for f in sorted((results_dir / "train").rglob("train.json")):
         t = json.loads(f.read_text())
         specs[t["cell"]] = t["spec"]
-        n += log_train(uri, experiment, t, [f.with_name("model.pt")]) is not None
+        # the prepared data where rules/data.smk writes it (no dataset input if it is gone)
+        data = results_dir / "data" / t["spec"]["dataset"] / "data.npz"
+        n += log_train(uri, experiment, t, [f.with_name("model.pt")], data=data,
+                       **_span(f, t.get("train_seconds", 0))) is not None
     for f in sorted((results_dir / "attacks").rglob("*.json")):
         a = json.loads(f.read_text())
         if a["cell"] in specs:
             grids = sorted(f.parent.glob("*_reconstructions.png"))
-            n += log_attack(uri, experiment, a, specs[a["cell"]], grids) is not None
+            n += log_attack(uri, experiment, a, specs[a["cell"]], grids,
+                            **_span(f, a.get("seconds", 0))) is not None
     summary = results_dir / "summary.csv"
     if summary.exists():
         import pandas as pd
@@ -34,8 +48,18 @@ def relog(results_dir: Path, experiment: str, uri: str | None = None) -> int:
         config = pd.read_csv(summary, usecols=["config_hash"])["config_hash"]
         n += log_summary(uri, experiment, config.iloc[0] if len(config) else "", {
             "": [summary], "tables": sorted((results_dir / "tables").glob("*.*")),
-            "plots": sorted((results_dir / "plots").rglob("*.*"))}) is not None
+            "plots": sorted((results_dir / "plots").rglob("*.*"))}, **_span(summary)) is not None
     return n
+
+
+def ui_link(configfile: str, uri: str | None = None, port: int = 5000) -> str:
+    """Where to look at the runs of the config's experiment (`fedsafe.tracking.where_to_look`)."""
+    from fedsafe.config import load_config
+    from fedsafe.tracking import tracking_uri, where_to_look
+
+    config = load_config(configfile)
+    uri = uri or tracking_uri(config.get("mlflow", {}), config["results_dir"])
+    return where_to_look(uri, config["experiment"], port)
 
 
 def main(argv=None) -> None:
@@ -46,6 +70,11 @@ def main(argv=None) -> None:
     r.add_argument("--experiment", required=True, help="the config's `experiment` name")
     r.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else "
                    "sqlite:///RESULTS_DIR/mlflow.db")
+    u = sub.add_parser("ui-link", help="print the command that starts MLflow's UI on the "
+                       "config's store and the link to its experiment's runs table")
+    u.add_argument("--configfile", default="config/config.yaml", help="the config that ran")
+    u.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the config's")
+    u.add_argument("--port", type=int, default=5000, help="the local UI's port (default 5000)")
     c = sub.add_parser("compare", help="list the metrics of two summary.csv files that moved "
                        "beyond their 95%% intervals over seeds, the drift per metric (rows paired "
                        "by seed) and the claim verdicts that changed")
@@ -70,6 +99,19 @@ def main(argv=None) -> None:
         return
     if args.cmd == "relog":
         print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
+        return
+    if args.cmd == "ui-link":
+        from fedsafe.config import ConfigError
+        from fedsafe.tracking import TrackerError
+
+        try:
+            print(ui_link(args.configfile, args.tracking_uri, args.port))
+        except FileNotFoundError:
+            raise SystemExit(f"--configfile: {args.configfile} does not exist") from None
+        except ConfigError as err:
+            raise SystemExit(f"config error: {err}") from None
+        except TrackerError as err:
+            raise SystemExit(f"fedsafe ui-link: {err}") from None
         return
     import pandas as pd
 

@@ -1,75 +1,14 @@
 """One function per workflow rule. `workflow/scripts/*.py` only unpack Snakemake's objects and
 call these, so every job can also be run and tested without Snakemake."""
 
-import json
 import logging
-import math
-import sys
 import time
 from pathlib import Path
 
+from fedsafe.files import read_json, write_json
 from fedsafe.tracking_queue import log_call
 
 log = logging.getLogger("fedsafe")
-
-
-def setup_logging(path: str | Path | None) -> None:
-    """Job output goes to the rule's log file (and stderr), with timestamps for progress."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("flwr", "alembic", "ray"):  # our own per-round lines are the progress report
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def write_json(obj, path: str | Path) -> None:
-    """Atomic write: a crash never leaves a half-written result that a rerun would trust."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def regenerate_hint(path: str | Path) -> str:
-    """What to type when a job's input file is damaged: a missing output is redone by the next
-    run, and so is everything that depends on it."""
-    return (f"delete it and run the workflow again, which regenerates it: `rm {path}` then "
-            "`make run` (or the snakemake command you ran)")
-
-
-def read_json(path: str | Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt or truncated JSON ({e}); {regenerate_hint(path)}") from e
-
-
-def load_torch(path: str | Path, device: str = "cpu"):
-    """torch.load of a job file (weights_only: plain tensors, never pickled code), with an error
-    that names the file and how to regenerate it instead of a bare unpickling error."""
-    import torch
-
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise ValueError(f"{path}: cannot be read, corrupt or truncated ({type(e).__name__}: "
-                         f"{str(e)[:200]}); {regenerate_hint(path)}") from e
 
 
 def cell_id(spec: dict) -> str:
@@ -118,6 +57,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     by default beside out_json."""
     from fedsafe.federation.simulation import train_cell
 
+    started = time.time()  # the span of the job's MLflow run
     _set_threads(threads)
     cell = cell_id(spec)
     log.info("training %s", cell)
@@ -138,7 +78,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     write_json(result, out_json)
     if tracked:
         model = Path(files["model"]) if files else Path(out_json).with_name("model.pt")
-        log_call("log_train", tracked["uri"], tracked["experiment"], result, [model])
+        log_call("log_train", tracked["uri"], tracked["experiment"], result, [model],
+                 data=data_path, started=started)
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
@@ -151,6 +92,7 @@ def reference(spec: dict, data_path: str | Path, out_path: str | Path,
     from fedsafe.data.prepare import load_prepared
     from fedsafe.federation.local import pick_device
 
+    started = time.time()  # the span of the job's MLflow run
     _set_threads(threads)
     info = train_reference_models(load_prepared(Path(data_path).parent), spec, Path(out_path),
                                   pick_device(spec["federation"]["device"]))
@@ -158,7 +100,7 @@ def reference(spec: dict, data_path: str | Path, out_path: str | Path,
     write_json(info, Path(out_path).with_suffix(".json"))
     if tracked:
         log_call("log_reference", tracked["uri"], tracked["experiment"], info,
-                 [Path(out_path).with_suffix(".json")])
+                 [Path(out_path).with_suffix(".json")], data=data_path, started=started)
     log.info("reference models of %s seed %s: %d in %.1fs", spec["dataset"], spec["seed"],
              info["n_models"], info["seconds"])
     return info
@@ -173,6 +115,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
 
+    started = time.time()  # the span of the job's MLflow run
     _set_threads(threads)
     cell, kind = cell_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
@@ -193,7 +136,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     if tracked:
         log_call("log_attack", tracked["uri"], tracked["experiment"], result, train_spec,
                  sorted(Path(out_json).parent.glob("*_reconstructions.png")),
-                 upload_images=tracked.get("upload_images", False))
+                 upload_images=tracked.get("upload_images", False), started=started)
     return rows
 
 
@@ -231,6 +174,7 @@ def plots(summary: str, claims_md: str, tables: list[str], out_dir: str, svgs: l
     curves beside their JSON."""
     from fedsafe.plots import write_plots
 
+    started = time.time()  # the span of the job's MLflow run
     attacks_dir = Path(attacks_dir)
     cell_dirs = {Path(f).parent for f in attack_files}
     recon = {f"{d.relative_to(attacks_dir)}/{png.stem}": png
@@ -241,4 +185,4 @@ def plots(summary: str, claims_md: str, tables: list[str], out_dir: str, svgs: l
         log_call("log_summary", tracked["uri"], tracked["experiment"], config_hash,
                  {"": [summary, claims_md], "tables": list(tables),
                   "plots": [str(p) for p in pngs] + list(svgs)},
-                 upload_images=tracked.get("upload_images", False))
+                 upload_images=tracked.get("upload_images", False), started=started)

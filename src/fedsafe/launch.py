@@ -6,6 +6,9 @@ the next run stops with LockException. Removing a lock is safe only when no Snak
 folder, so this checks the process table first: a lock held by a live run (or by its still running
 jobs) is left alone and the launch stops, naming the process. Jobs left incomplete are redone by
 the workflow profile's `rerun-incomplete` (profiles/default/config.yaml).
+
+At the end the MLflow logger prints where to look: the command that starts MLflow's UI on the
+run's store and the link to the experiment's runs table (`fedsafe.tracking.where_to_look`).
 """
 
 import os
@@ -77,17 +80,20 @@ def runs_locally(args: list[str]) -> bool:
 def main(args: list[str] | None = None) -> int:
     """Run Snakemake with a warm job server (local runs) and an MLflow logger beside it
     (`fedsafe.worker`, `fedsafe.tracking_queue`); both end with it."""
-    from fedsafe import tracking_queue, worker
+    from fedsafe import tracking, tracking_queue, worker
 
     args = sys.argv[1:] if args is None else args
     unlock_if_stale(args)
+    # the code version of every run's MLflow tags, asked of git once for the whole workflow run
+    # (the logger and each job, local or on a cluster, inherit it)
+    os.environ.setdefault(tracking.COMMIT_ENV, tracking.git_commit())
     env = dict(os.environ)
     helpers = []
     if runs_locally(args):
         server, env[worker.ENV] = worker.start_server()
         helpers.append(server)
     queue = workdir_of(args) / ".snakemake" / "fedsafe-mlflow-queue"
-    logger = tracking_queue.start_logger(queue)
+    logger = tracking_queue.start_logger(queue, workdir_of(args))
     env[tracking_queue.ENV] = str(queue)
     # Ctrl-C reaches Snakemake and its jobs through the terminal; the launcher only waits
     signal.signal(signal.SIGINT, signal.SIG_IGN)

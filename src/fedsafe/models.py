@@ -36,3 +36,10 @@ def build_model(name: str, channels: int, num_classes: int, image_size: int):
         raise ValueError(f"federation.model: unknown model {name!r}; known: {known_models()}")
     module, fn = MODELS[name].impl.split(":")
     return getattr(import_module(module), fn)(channels, num_classes, image_size)
+
+
+def build_model_for(name: str, manifest: dict):
+    """Model `name` (fresh weights from torch's global seed) shaped for the prepared data that
+    `manifest` (its manifest.json) describes: its channels, classes and image size."""
+    return build_model(name, manifest["channels"], len(manifest["class_names"]),
+                       manifest["image_size"])

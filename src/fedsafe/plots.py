@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fedsafe.robustness import flag_text  # noqa: E402
 from fedsafe.results import CELL_COLUMNS, KEYS, _family, _worst_case  # noqa: E402
+from fedsafe.robustness import flag_text  # noqa: E402
 
 PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
 MARKERS = "osD^vP*X"
@@ -200,7 +200,7 @@ def write_plots(summary_csv: str | Path, out_dir: str | Path,
     PNG paths."""
     df = pd.read_csv(summary_csv)
     out = Path(out_dir)
-    from fedsafe.privacy_files import private_dir  # patients' images: owner-only
+    from fedsafe.files import private_dir  # patients' images: owner-only
 
     private_dir(out / "reconstructions")
     cells = df.drop_duplicates(CELL_COLUMNS)

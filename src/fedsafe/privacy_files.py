@@ -5,13 +5,7 @@ by their owner only (docs/cluster.md)."""
 
 from pathlib import Path
 
-
-def private_dir(path: str | Path) -> Path:
-    """`path` created if missing, with mode 0o700 (also if it already existed)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
+from fedsafe.files import private_dir
 
 
 def image_dirs(config: dict) -> list[Path]:

@@ -4,6 +4,11 @@ nested run per attack, one `summary` run with the tables and plots. Rerunning a 
 run (found by tag), so the store never holds duplicates. Writers retry on a locked SQLite store,
 and a tracker that stays unreachable costs a warning, not the job (`fedsafe relog` catches up).
 
+As MLflow's UI expects: a run starts and ends when its job did (the job's own timestamps, even
+when the launcher's logger creates the run later), a training run names its data as a dataset
+input (the prepared file's content hash as digest), every run carries MLflow's source tags (the
+code's commit), and links to the UI open the runs table (`ui_link`).
+
 Security (docs/cluster.md): credentials come from the environment only (MLflow's
 MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN) and never reach a
 message, param or tag; a refused login (401/403) is not retried; images of the data
@@ -13,6 +18,7 @@ message, param or tag; a refused login (401/403) is not retried; images of the d
 import contextlib
 import fcntl
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -21,12 +27,16 @@ import re
 import subprocess
 import time
 import urllib.parse
+import warnings
 from pathlib import Path
 
 from fedsafe.config import config_hash
 
 log = logging.getLogger("fedsafe.tracking")
 CELL_TAG, JOB_TAG = "fedsafe.cell", "fedsafe.job"
+# Where `mlflow ui` serves by default; a tracking server is its own UI.
+LOCAL_UI = "http://127.0.0.1:5000"
+COMMIT_ENV = "FEDSAFE_GIT_COMMIT"  # the code's commit, once per workflow run (fedsafe.launch)
 CREDENTIALS = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
                "MLFLOW_TRACKING_TOKEN) in the environment to an account of the tracking server")
 # Values never written anywhere: the jobs' credentials, and the server's own secrets in case a
@@ -156,24 +166,105 @@ def _finite(metrics: dict) -> dict:
     return out
 
 
+def git_commit(checkout: Path = Path(__file__).parent) -> str:
+    """The code's commit: FEDSAFE_GIT_COMMIT (set once per workflow run by the launcher, so jobs
+    ask git nothing), else `git rev-parse HEAD` of the checkout, else '' (not a git checkout)."""
+    return os.environ[COMMIT_ENV] if COMMIT_ENV in os.environ else _git_head(checkout)
+
+
 @functools.cache
-def git_commit() -> str:
-    """The code's commit: FEDSAFE_GIT_COMMIT, else `git rev-parse HEAD` of this checkout, else ''."""
-    if "FEDSAFE_GIT_COMMIT" in os.environ:
-        return os.environ["FEDSAFE_GIT_COMMIT"]
+def _git_head(checkout: Path) -> str:
     try:
-        return subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git installed
         return ""
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def source_tags() -> dict:
+    """MLflow's own tags for the code that ran (the UI's Source and Version columns); the
+    commit is left out where the code is not a git checkout."""
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "Snakefile"}
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def ui_link(experiment_id: str, ui: str = LOCAL_UI) -> str:
+    """The experiment's runs table in the UI. MLflow 3's UI opens an experiment on its GenAI
+    pages (traces) unless the URL asks for the model-training mode."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def where_to_look(uri: str, experiment: str, port: int = 5000) -> str:
+    """How to open `experiment`'s runs: the command that starts the UI on a local store, and
+    the link. Raises TrackerError if the store has no such experiment yet."""
+    from mlflow.tracking import MlflowClient
+
+    uri = without_credentials(uri)
+    exp = MlflowClient(uri).get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackerError(f"experiment: {experiment!r} is not in {uri} yet; run the workflow "
+                           "first (`make run`)")
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        return f"MLflow runs of {experiment!r}: {ui_link(exp.experiment_id, uri)}"
+    ui = f"http://127.0.0.1:{port}"
+    return (f"MLflow runs of {experiment!r}: start the UI with `mlflow ui --backend-store-uri "
+            f"{uri} --port {port}`, then open {ui_link(exp.experiment_id, ui)}")
+
+
+def now_ms() -> int:
+    """A run's start or end time as MLflow stores it."""
+    return int(time.time() * 1000)
+
+
+def file_digest(path: str | Path) -> str:
+    """The content hash of a data file, as a dataset digest (MLflow stores at most 36 characters;
+    12 hex digits, as the config hashes)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:12]
+
+
+def dataset_input(name: str, path: str | Path, context: str = "training"):
+    """The dataset input of a run: `name` read from the file at `path` (source and digest)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    path = Path(path).resolve()
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice (for paths
+        # and for file:// URIs), so a path matches it twice and MLflow warns that it is ambiguous
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        source = resolve_dataset_source(str(path))
+    data = MetaDataset(source, name=name, digest=file_digest(path))
+    return DatasetInput(Dataset(**data.to_dict()),
+                        tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+def _dataset_inputs(data: dict) -> list:
+    """The inputs of the files in {name: file} that exist (a relog of a folder whose data was
+    deleted logs its runs without them); a file that cannot be read costs a warning, not the run."""
+    inputs = []
+    for name, path in data.items():
+        if Path(path).is_file():
+            try:
+                inputs.append(dataset_input(name, path))
+            except OSError as err:
+                log.warning("dataset %s not logged as the run's input: %s", name, err)
+    return inputs
 
 
 def log_job(uri: str, experiment: str, cell: str, job: str, params: dict, metrics: dict,
             tags: dict, steps: list[dict] | None = None, artifacts: dict | list = (),
-            attempts: int = 7, upload_images: bool = False) -> str | None:
+            attempts: int = 7, upload_images: bool = False, data: dict | None = None,
+            start_time: int | None = None, end_time: int | None = None) -> str | None:
     """Replace-or-create the run of (cell, job); returns its id, or None if MLflow stayed down
     or refused the credentials. `artifacts`: files, or {artifact folder: files}; files that do
-    not exist are skipped, and so are images of the data unless `upload_images`."""
+    not exist are skipped, and so are images of the data unless `upload_images`. `data`:
+    {dataset name: file} trained on, logged as dataset inputs. `start_time`, `end_time`: the
+    job's, in ms (`now_ms`); by default the run starts and ends as it is logged."""
     uri = without_credentials(uri)
     # a caller in another process (the launcher's logger) gets the URI without its credentials:
     # take them from MLFLOW_TRACKING_URI here as well
@@ -185,12 +276,15 @@ def log_job(uri: str, experiment: str, cell: str, job: str, params: dict, metric
         artifacts = {"": list(artifacts)}
     artifacts = _withhold_images(artifacts, upload_images)
     params = {k: redact(str(v)) for k, v in flatten(params).items()}
-    tags = {k: redact(str(v)) for k, v in tags.items()}
+    tags = {**source_tags(), **{k: redact(str(v)) for k, v in tags.items()}}
+    end_time = end_time or now_ms()
+    times = (start_time or end_time, end_time)
+    inputs = _dataset_inputs(data or {})
     for attempt in range(attempts):
         try:
             with _store_lock(uri):
                 return _log_once(uri, experiment, cell, job, params, metrics, tags, steps or [],
-                                 artifacts)
+                                 artifacts, inputs, times)
         except Exception as err:  # noqa: BLE001 - any tracker failure must not fail the job
             if status := _refused(err):  # a wrong password stays wrong: waiting cannot help
                 why = CREDENTIALS if status == 401 else (
@@ -236,7 +330,8 @@ def _store_lock(uri: str):
         yield
 
 
-def _log_once(uri, experiment, cell, job, params, metrics, tags, steps, artifacts):
+def _log_once(uri, experiment, cell, job, params, metrics, tags, steps, artifacts, inputs,
+              times):
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -254,9 +349,10 @@ def _log_once(uri, experiment, cell, job, params, metrics, tags, steps, artifact
     all_tags = {CELL_TAG: cell, JOB_TAG: job, **{k: str(v) for k, v in tags.items()}}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(exp_id, run_name=f"{cell}/{job}", tags=all_tags)
+    start, end = times
+    run = client.create_run(exp_id, start_time=start, run_name=f"{cell}/{job}", tags=all_tags)
     run_id = run.info.run_id
-    now = int(time.time() * 1000)
+    now = end  # the metrics' timestamp: when the job had them
     flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
     ms = [Metric(k, v, now, 0) for k, v in _finite(metrics).items()]
     for row in steps:
@@ -266,6 +362,8 @@ def _log_once(uri, experiment, cell, job, params, metrics, tags, steps, artifact
         client.log_batch(run_id, params=flat[i:i + 100])
     for i in range(0, len(ms), 1000):
         client.log_batch(run_id, metrics=ms[i:i + 1000])
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
     for folder, paths in artifacts.items():
         for path in map(Path, paths):
             if path.is_file():
@@ -274,7 +372,7 @@ def _log_once(uri, experiment, cell, job, params, metrics, tags, steps, artifact
         for child in client.search_runs([exp_id], f"tags.`{CELL_TAG}` = '{cell}' AND "
                                         f"tags.`{JOB_TAG}` != 'train'"):
             client.set_tag(child.info.run_id, "mlflow.parentRunId", run_id)
-    client.set_terminated(run_id)
+    client.set_terminated(run_id, end_time=end)
     return run_id
 
 
@@ -291,12 +389,13 @@ def _create_experiment(client, name: str, uri: str) -> str:
 
 def _tags(spec: dict) -> dict:
     return {"dataset": spec["dataset"], "defense": spec["defense"], "noise": f"{spec['noise']:g}",
-            "seed": spec["seed"], "spec_hash": config_hash(spec), "git_commit": git_commit()}
+            "seed": spec["seed"], "spec_hash": config_hash(spec)}
 
 
-def log_train(uri: str, experiment: str, result: dict, artifacts=()) -> str | None:
+def log_train(uri: str, experiment: str, result: dict, artifacts=(), data=None,
+              start_time: int | None = None, end_time: int | None = None) -> str | None:
     """Mirror a train.json to MLflow: the cell's run, with per-round step metrics; `artifacts`
-    e.g. the trained model."""
+    e.g. the trained model; `data` the prepared data file it trained on (its dataset input)."""
     spec = result["spec"]
     metrics = {k: v for k, v in result.items() if k not in ("history", "stopped")}
     tags = _tags(spec)
@@ -305,11 +404,14 @@ def log_train(uri: str, experiment: str, result: dict, artifacts=()) -> str | No
         tags["stopped"] = result["stopped"]["reason"]
     # per round: the ledger (`client_epsilon/<partition>`, every client) and the diagnostics
     return log_job(uri, experiment, result["cell"], "train", params=spec, tags=tags,
-                   steps=result["history"], artifacts=artifacts, metrics=metrics)
+                   steps=result["history"], artifacts=artifacts, metrics=metrics,
+                   data={spec["dataset"]: data} if data else None, start_time=start_time,
+                   end_time=end_time)
 
 
 def log_attack(uri: str, experiment: str, result: dict, train_spec: dict,
-               artifacts=(), upload_images: bool = False) -> str | None:
+               artifacts=(), upload_images: bool = False, start_time: int | None = None,
+               end_time: int | None = None) -> str | None:
     """Mirror an attack JSON to MLflow: a run nested under its cell's training run, with the
     cell's params (so the compare view lines it up with the training runs) and the attack's.
     Reconstruction grids among `artifacts` are uploaded only with `upload_images`."""
@@ -321,27 +423,32 @@ def log_attack(uri: str, experiment: str, result: dict, train_spec: dict,
                    artifacts=artifacts, tags={**_tags(train_spec), "attack": result["attack"],
                                               "attack_hash": config_hash(attack),
                                               "family": result["family"]},
-                   upload_images=upload_images)
+                   upload_images=upload_images, start_time=start_time, end_time=end_time)
 
 
-def log_reference(uri: str, experiment: str, info: dict, artifacts=()) -> str | None:
-    """The reference models of one (dataset, seed): their recipe, sizes and cost."""
+def log_reference(uri: str, experiment: str, info: dict, artifacts=(), data=None,
+                  start_time: int | None = None, end_time: int | None = None) -> str | None:
+    """The reference models of one (dataset, seed): their recipe, sizes and cost; `data` the
+    prepared data file they trained on."""
     spec = info["spec"]
     metrics = {k: v for k, v in info.items() if isinstance(v, (int, float))}
     metrics["min_initial_distance_to_target"] = min(info["initial_distance_to_target"])
-    tags = {"dataset": spec["dataset"], "seed": spec["seed"], "spec_hash": config_hash(spec),
-            "git_commit": git_commit()}
+    tags = {"dataset": spec["dataset"], "seed": spec["seed"], "spec_hash": config_hash(spec)}
     return log_job(uri, experiment, f"{spec['dataset']}/reference/seed_{spec['seed']}",
-                   "reference", params=spec, metrics=metrics, tags=tags, artifacts=artifacts)
+                   "reference", params=spec, metrics=metrics, tags=tags, artifacts=artifacts,
+                   data={spec["dataset"]: data} if data else None, start_time=start_time,
+                   end_time=end_time)
 
 
 def log_summary(uri: str, experiment: str, config_hash_: str, artifacts: dict,
-                upload_images: bool = False) -> str | None:
+                upload_images: bool = False, start_time: int | None = None,
+                end_time: int | None = None) -> str | None:
     """The experiment's `summary` run: the summary table, tables and plots as artifacts (the
     copies of the reconstruction grids only with `upload_images`)."""
-    tags = {"config_hash": config_hash_, "git_commit": git_commit()}
+    tags = {"config_hash": config_hash_}
     return log_job(uri, experiment, "summary", "summary", params=tags, metrics={}, tags=tags,
-                   artifacts=artifacts, upload_images=upload_images)
+                   artifacts=artifacts, upload_images=upload_images, start_time=start_time,
+                   end_time=end_time)
 
 
 def _value(v) -> str:

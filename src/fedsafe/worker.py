@@ -58,7 +58,7 @@ def run(job: str, log_path: str | None, **kwargs) -> None:
 
 def execute(job: str, log_path: str | None, kwargs: dict) -> int:
     """Do the job in this process: 0 on success, 1 on failure with the traceback in the log."""
-    from fedsafe.jobs import setup_logging
+    from fedsafe.logs import setup_logging
 
     setup_logging(log_path)
     try:

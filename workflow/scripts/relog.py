@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from fedsafe.cli import relog
-from fedsafe.jobs import setup_logging
+from fedsafe.logs import setup_logging
 from fedsafe.tracking import tracking_uri
 
 setup_logging(snakemake.log[0])

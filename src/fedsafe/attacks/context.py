@@ -8,7 +8,8 @@ import torch
 
 from fedsafe.data.prepare import PreparedData, load_prepared
 from fedsafe.defenses.base import Defense, build_defense
-from fedsafe.models import build_model
+from fedsafe.files import load_torch
+from fedsafe.models import build_model_for
 
 
 @dataclass
@@ -37,9 +38,7 @@ class AttackContext:
         return int(self.spec["seed"])
 
     def new_model(self, weights: dict | None = None) -> torch.nn.Module:
-        m = self.data.manifest
-        model = build_model(self.spec["model"], m["channels"], len(m["class_names"]),
-                            m["image_size"])
+        model = build_model_for(self.spec["model"], self.data.manifest)
         model.load_state_dict(self.weights if weights is None else weights)
         return model.to(self.device).eval()
 
@@ -57,8 +56,6 @@ def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict
                  observed: Path | None = None) -> AttackContext:
     """`model`, `checkpoints` and `observed` (the server's recorded view) default to the files of
     that name in train_dir; a missing view is empty."""
-    from fedsafe.jobs import load_torch
-
     weights = load_torch(model or train_dir / "model.pt", device)
     checkpoints = load_torch(checkpoints or train_dir / "checkpoints.pt", device)
     obs_file = observed or Path(train_dir) / "observed.pt"

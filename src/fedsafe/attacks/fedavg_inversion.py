@@ -15,8 +15,8 @@ client shuffled its data each epoch: the simulation uses one fixed batch split i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -136,13 +136,13 @@ def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
             model, grads, shape, n_classes, method=method, init=options["init"],
             iterations=int(options["iterations"]), restarts=int(options["restarts"]),
             lr=options.get("lr"), tv_weight=float(options["tv_weight"]),
-            seed=ctx.seed * 1000 + b, batch_size=len(y), progress=lambda i, l: calls.append((i, l)))
+            seed=ctx.seed * 1000 + b, batch_size=len(y), progress=lambda i, loss: calls.append((i, loss)))  # noqa: B023 - called now
         originals.append(to_tensor(x))
         recons.append(rec.detach().cpu())
         label_hits.append(np.mean(np.sort(labels.cpu().numpy()) == np.sort(y)))
         iters = int(options["iterations"])  # final loss: the best restart's last one
-        finals.append(min(l for i, l in calls if (i + 1) % iters == 0))
-        curves.append([l for _, l in calls])
+        finals.append(min(loss for i, loss in calls if (i + 1) % iters == 0))
+        curves.append([loss for _, loss in calls])
     return [_row(ctx, options, method, rnd, view, mode, torch.cat(originals), torch.cat(recons),
                  float(np.mean(label_hits)), finals, curves[0], t0)]
 
@@ -183,7 +183,7 @@ def _row(ctx, options, method, rnd, view, mode, orig, rec, label_accuracy, final
          t0):
     m = matched_image_metrics(orig, rec)
     if options["save_images"]:
-        from fedsafe.privacy_files import private_dir  # patients' images: owner-only
+        from fedsafe.files import private_dir  # patients' images: owner-only
 
         private_dir(ctx.out_dir)
         _save_grid(orig[m["original_index"]], rec[m["reconstruction_index"]], ctx.out_dir /

@@ -15,7 +15,7 @@ mean cross-entropy, so target gradients must come from ``observed_gradient`` (or
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

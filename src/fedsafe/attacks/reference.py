@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedsafe.files import load_torch, save_torch
+from fedsafe.models import build_model_for
 from fedsafe.seeding import derive_seed
-
 
 # ---- the pool: one index space shared by reference models and attacks ----
 
@@ -53,11 +54,8 @@ def half_masks(n_models: int, n_pool: int, seed: int) -> np.ndarray:
 def initial_model(spec: dict, manifest: dict, k: int):
     """Reference model k's starting weights: its own seed stream, never the target's (the target
     starts from torch.manual_seed(seed))."""
-    from fedsafe.models import build_model
-
     torch.manual_seed(derive_seed(spec["seed"], "reference", k))
-    return build_model(spec["model"], manifest["channels"], len(manifest["class_names"]),
-                       manifest["image_size"])
+    return build_model_for(spec["model"], manifest)
 
 
 def _train_central(model, x, y, spec: dict, seed: int, device: str):
@@ -125,9 +123,7 @@ def train_reference_models(data, spec: dict, out_path: Path, device: str = "cpu"
         logits.append(_logits(model, x, device))
     out = {"logits": torch.from_numpy(np.stack(logits)), "in_mask": torch.from_numpy(mask),
            "labels": torch.from_numpy(y), "offsets": offsets}
-    tmp = Path(out_path).with_suffix(".tmp")
-    torch.save(out, tmp)
-    tmp.replace(out_path)
+    save_torch(out, out_path)
     info = {"n_models": spec["n_models"], "pool_size": int(len(y)),
             "train_size": int(mask[0].sum()), "target_train_size": int(offsets["holdout"]),
             "initial_distance_to_target": init_dist, "seconds": time.time() - t0}
@@ -142,11 +138,8 @@ def train_reference_models(data, spec: dict, out_path: Path, device: str = "cpu"
 
 
 def _target_initial(spec: dict, manifest: dict) -> dict:
-    from fedsafe.models import build_model
-
     torch.manual_seed(spec["seed"])  # as train_cell does
-    return build_model(spec["model"], manifest["channels"], len(manifest["class_names"]),
-                       manifest["image_size"]).state_dict()
+    return build_model_for(spec["model"], manifest).state_dict()
 
 
 # ---- the attacks, on logits ----
@@ -222,7 +215,7 @@ def run_reference_attack(ctx, options: dict, kind: str) -> list[dict]:
     t0 = time.time()
     if ctx.reference_path is None:
         raise ValueError(f"{kind} needs the reference models (the `reference` rule's output)")
-    ref = torch.load(ctx.reference_path, weights_only=True)
+    ref = load_torch(ctx.reference_path)
     logits, in_mask = ref["logits"].numpy(), ref["in_mask"].numpy()
     y = ref["labels"].numpy()
     x_pool, y_pool, offsets = pool_arrays(ctx.data)

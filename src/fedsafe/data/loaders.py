@@ -7,12 +7,13 @@ with urllib from the URL the medmnist package lists.
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from fedsafe.files import atomic_path
 
 from .imageset import ImageSet
 
@@ -65,15 +66,12 @@ def _download_medmnist(flag: str, size: int, root: Path) -> Path:
         return path
     hint = f"download it by hand and put it at {path}, or set the option npz_path"
     url, md5 = info.get(f"url{suffix}"), info.get(f"MD5{suffix}")
-    tmp = path.with_suffix(".part")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        urllib.request.urlretrieve(url, tmp)
-        if md5 and hashlib.md5(tmp.read_bytes()).hexdigest() != md5:
-            raise RuntimeError("MD5 checksum mismatch")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # an interrupted download leaves no file to trust
+            urllib.request.urlretrieve(url, tmp)
+            if md5 and hashlib.md5(tmp.read_bytes()).hexdigest() != md5:
+                raise RuntimeError("MD5 checksum mismatch")
     except Exception as e:
-        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"MedMNIST '{flag}': could not download {url} ({e}); {hint}") from e
     return path
 

@@ -8,13 +8,13 @@ use it as non-members.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fedsafe.files import atomic_path, regenerate_hint
 
 from .partition import manifest as client_manifest
 from .partition import partition
@@ -30,18 +30,6 @@ class PreparedData:
     test: tuple[np.ndarray, np.ndarray]
     holdout: tuple[np.ndarray, np.ndarray]
     manifest: dict
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same folder, then rename: never a half file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare(dataset_id: str, options: dict, n_clients: int, seed: int, out_dir: Path) -> dict:
@@ -80,8 +68,10 @@ def prepare(dataset_id: str, options: dict, n_clients: int, seed: int, out_dir: 
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "data.npz", lambda f: np.savez_compressed(f, **arrays))
-    _atomic_write(out_dir / "manifest.json", lambda f: f.write(json.dumps(man, indent=2).encode()))
+    with atomic_path(out_dir / "data.npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+    with atomic_path(out_dir / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(man, indent=2))
     return man
 
 
@@ -90,23 +80,18 @@ def load_prepared(out_dir: Path) -> PreparedData:
     man_path, npz_path = out_dir / "manifest.json", out_dir / "data.npz"
     for p in (man_path, npz_path):
         if not p.exists():
-            raise FileNotFoundError(f"prepared data missing: {p}; {_redo(p)}")
+            raise FileNotFoundError(f"prepared data missing: {p}; {regenerate_hint(p)}")
     try:
         man = json.loads(man_path.read_text())
         n = int(man["n_clients"])
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"corrupt manifest {man_path}: {e}; {_redo(man_path)}") from e
+        raise ValueError(f"corrupt manifest {man_path}: {e}; {regenerate_hint(man_path)}") from e
     try:
         with np.load(npz_path) as d:
             get = lambda k: (d[f"{k}_x"], d[f"{k}_y"])
             clients = [get(f"client{i}") for i in range(n)]
             test, holdout = get("test"), get("holdout")
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
-        raise ValueError(f"corrupt prepared data {npz_path}: {e}; {_redo(npz_path)}") from e
+        raise ValueError(f"corrupt prepared data {npz_path}: {e}; "
+                         f"{regenerate_hint(npz_path)}") from e
     return PreparedData(clients, test, holdout, man)
-
-
-def _redo(path: Path) -> str:
-    from fedsafe.jobs import regenerate_hint
-
-    return regenerate_hint(path)

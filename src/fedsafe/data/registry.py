@@ -27,7 +27,7 @@ class DatasetSpec:
     size_option: str = "image_size"  # the option that sets the side of the (square) images
     samples_option: str | None = None  # the option that bounds how many images there are
 
-    def load(self, options: dict, seed: int) -> "ImageSet":
+    def load(self, options: dict, seed: int) -> ImageSet:
         check(f"dataset '{self.name}' options", self.options, options)
         module, fn = self.impl.split(":")
         return getattr(import_module(module, __package__), fn)(seed=seed,
@@ -106,5 +106,5 @@ def get_dataset(dataset_id: str) -> DatasetSpec:
         raise KeyError(f"unknown dataset '{dataset_id}'; known: {known_datasets()}") from None
 
 
-def load_dataset(dataset_id: str, options: dict | None, seed: int) -> "ImageSet":
+def load_dataset(dataset_id: str, options: dict | None, seed: int) -> ImageSet:
     return get_dataset(dataset_id).load(dict(options or {}), seed)

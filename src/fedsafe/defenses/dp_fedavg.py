@@ -18,8 +18,10 @@ client that took part, none for the others; honest clients assumed (each adds it
 Rounds with fewer than two sampled clients are skipped (SecAgg+ needs two); the server knows the
 sample anyway, so the skip reveals nothing about the data.
 
-Audited cells (`audit.defenses`, central mode) add canary clients (`attacks/canaries.py`): their
-updates join the clipped sum before the noise, sampled at the same rate as the real clients.
+Audited cells (`audit.defenses`, central mode) add canary clients (`fedsafe/canaries.py`): their
+updates join the clipped sum before the noise, sampled at the same rate as the real clients, and
+the released noisy sum of every round is projected on their directions (what the server sees of
+them; the audit scores the canaries from these projections).
 
 The mean is unweighted (`unweighted`): weighting by sample counts would change the sensitivity.
 Flower's DP strategy wrappers are not used: they draw unseeded numpy noise (breaking same seed ->
@@ -74,4 +76,6 @@ class DPFedAvg(Mechanism):
         if self.central:
             total = add_gaussian(total, self.noise * self.clip,
                                  self.generator("dp_fedavg_server", rnd))
+        if self.canaries is not None:
+            self.canaries.observe(rnd, total)
         return {k: v / (self.fraction * self.population) for k, v in total.items()}

@@ -8,6 +8,14 @@ contract the ServerApp, the strategy and the ClientApp rely on: every node has i
 and out as a transport would copy them, replies carry `reply_to_message_id`. Clients run one after
 another, each with all of the job's torch threads (or its GPU). Exceptions in a ClientApp
 propagate, so a failing client stops the run with its own traceback.
+
+Flower API: here this module plays the part of Flower's runtime (SuperLink and SuperNodes), and
+two things a runtime does have no public API, because apps never do them: giving a message its id
+(Flower's own grids and SuperNode write `metadata.__dict__["_message_id"]`, as `_stamp` does) and
+setting the identity of the task that runs in this process (`TaskIdentity`, which `Message(...)`
+reads for the run id and source node; Flower's `run_serverapp` sets it the same way). The `Run`
+a Grid reports and the SuperLink's node id come from the modules Flower's own Grid imports them
+from.
 """
 
 import copy
@@ -18,9 +26,14 @@ from uuid import uuid4
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.serverapp import Grid
+from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+
+def _stamp(msg: Message) -> None:
+    """Give a message its id, as the transport does (see the module docstring)."""
+    msg.metadata.__dict__["_message_id"] = uuid4().hex
 
 
 class InProcessGrid(Grid):
@@ -35,7 +48,8 @@ class InProcessGrid(Grid):
                 run_id=self._run.run_id, node_id=node_id, state=RecordDict(), run_config={},
                 node_config={"partition-id": partition, "num-partitions": num_nodes})
         self._replies: dict[str, Message] = {}
-        # Messages created by the server stamp their run and source from the task identity.
+        # Messages created by the server stamp their run and source from the task identity
+        # (see the module docstring).
         TaskIdentity.task_id, TaskIdentity.run_id = 1, self._run.run_id
         TaskIdentity.node_id = SUPERLINK_NODE_ID
 
@@ -57,10 +71,10 @@ class InProcessGrid(Grid):
         ids = []
         for msg in messages:
             msg = copy.deepcopy(msg)  # the client must not share objects with the server
-            msg.metadata.__dict__["_message_id"] = uuid4().hex
+            _stamp(msg)
             reply = self._client_app(msg, self._contexts[msg.metadata.dst_node_id])
             reply = copy.deepcopy(reply)
-            reply.metadata.__dict__["_message_id"] = uuid4().hex
+            _stamp(reply)
             self._replies[msg.metadata.message_id] = reply
             ids.append(msg.metadata.message_id)
         return ids
@@ -73,8 +87,12 @@ class InProcessGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def run_in_process(server_app, client_app: ClientApp, num_nodes: int, seed: int = 0) -> None:
+def run_in_process(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
+                   run_config: dict, seed: int = 0) -> Context:
+    """Run `server_app` against `num_nodes` nodes of `client_app`; the ServerApp's context gets
+    `run_config` (as a SuperLink gives it the run's config) and is returned after the run."""
     grid = InProcessGrid(client_app, num_nodes, seed)
     context = Context(run_id=grid.run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
-                      state=RecordDict(), run_config={})
+                      state=RecordDict(), run_config=dict(run_config))
     server_app(grid, context)
+    return context

@@ -15,16 +15,27 @@ Precision: SecAgg+ clips every coordinate of a client's (weighted) update to [-c
 clipping_range] and quantises it to `quantization_range` levels, so the mean is exact up to
 2 * clipping_range / quantization_range per coordinate and client; `SecureAggregation.uplink`
 refuses an update outside the clipping range rather than letting SecAgg+ clip it silently.
+
+Flower API: SecAgg+ exists only in Flower's legacy API; its own example (flower-secure-aggregation)
+runs it for a whole training through `DefaultWorkflow`. One round of it inside a Message API
+strategy needs two things `DefaultWorkflow` otherwise sets up itself: a client manager holding a
+`GridClientProxy` per node, and the workflow's state records (`MAIN_PARAMS_RECORD`,
+`MAIN_CONFIGS_RECORD`, read by `SecAggPlusWorkflow`). Both come from modules that `flwr.server`
+does not export (the project's only other such imports are the runtime's, in grid.py). The client
+side uses the public `secaggplus_mod` and Flower's legacy converters (`flwr.compat`), as the mod
+does itself.
 """
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.common import (Code, FitIns, FitRes, Status, ndarrays_to_parameters,
-                         parameters_to_ndarrays)
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
-from flwr.server import LegacyContext, ServerConfig
-from flwr.server.client_manager import SimpleClientManager
+from flwr.server import LegacyContext, ServerConfig, SimpleClientManager
+
+# not exported by flwr.server (see the module docstring: what DefaultWorkflow sets up itself)
 from flwr.server.compat.grid_client_proxy import GridClientProxy
 from flwr.server.strategy import Strategy
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -38,12 +49,19 @@ def is_secagg_train(msg: Message) -> bool:
     return "fitins.parameters" in msg.content.array_records
 
 
-def secagg_train_input(msg: Message, keys: list[str]) -> tuple[dict, ConfigRecord]:
-    """Client side: the global weights (named as in the model's state dict) and the config."""
+def secagg_train_input(msg: Message) -> tuple[list[torch.Tensor], ConfigRecord]:
+    """Client side: the global weights (in the model's state-dict order) and the config."""
     ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     arrays = parameters_to_ndarrays(ins.parameters)
-    return ({k: torch.from_numpy(np.array(a)) for k, a in zip(keys, arrays, strict=True)},
-            ConfigRecord(ins.config))
+    return [torch.from_numpy(np.array(a)) for a in arrays], ConfigRecord(ins.config)
+
+
+def secaggplus_rounds_mod(msg: Message, context: Context, call_next) -> Message:
+    """Flower's `secaggplus_mod` for the messages of a SecAgg+ round; other messages pass
+    untouched (one ClientApp serves every cell, and the mod expects only SecAgg+ messages)."""
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
 
 
 def secagg_train_reply(update: dict, weight: int, metrics: dict, msg: Message) -> Message:
@@ -109,8 +127,9 @@ def secaggplus_mean(grid, server_round: int, weights: dict, nodes: list[int],
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
         {Key.CURRENT_ROUND: server_round})
     SecAggPlusWorkflow(
-        num_shares=options["num_shares"], reconstruction_threshold=options["reconstruction_threshold"],
-        max_weight=max_weight, clipping_range=float(options["clipping_range"]),
+        num_shares=options["num_shares"],
+        reconstruction_threshold=options["reconstruction_threshold"], max_weight=max_weight,
+        clipping_range=float(options["clipping_range"]),
         quantization_range=levels, modulus_range=MODULUS_RANGE,
     )(grid, context)
     if strategy.mean is None:

@@ -1,7 +1,10 @@
-"""The server side: FedAvg on Flower's Message API with the defense's server hooks, seeded client
-sampling and a fixed aggregation order, so the same seed gives the same model. Node ids are random
-per run, so before round 1 the strategy asks every node for its partition id (a `query` message)
-and samples from the nodes in partition order.
+"""The server side: Flower's FedAvg with the defense's server hooks, seeded client sampling and a
+fixed aggregation order, so the same seed gives the same model. Only FedAvg's public hooks are
+overridden (`configure_train`, `aggregate_train`); Flower's own `start()` runs the rounds.
+
+Node ids are random per run, so before `start()` the ServerApp calls `register_nodes`, which asks
+every node for its partition id and number of examples (a `query` message; both are public) and
+samples from the nodes in partition order.
 
 Under secure aggregation (`defense.secure`) each round's training exchange is a Flower SecAgg+
 round instead (`secagg.py`); everything after the mean update is shared (`_finish_round`).
@@ -11,10 +14,11 @@ The strategy also keeps what an honest-but-curious server observes in the rounds
 round); under secure aggregation it never has individual updates, so those are None.
 
 Privacy: where the defense has a formal guarantee, the strategy keeps the `Ledger` of every
-client's epsilon (from public numbers: each client's number of examples, sent once at start, and
-the training settings), samples clients as the accountant assumes (`Defense.poisson_clients`) and,
-with a `target_epsilon`, runs only clients that stay within it and stops the training before a
-round that would exceed it for everyone (`stopped`).
+client's epsilon (from public numbers: each client's number of examples and the training
+settings), samples clients as the accountant assumes (`Defense.poisson_clients`) and, with a
+`target_epsilon`, runs only clients that stay within it and ends the training before a round that
+would exceed it for everyone (`stopped`): from then on it sends no messages and keeps the model,
+and `start()` runs its remaining rounds empty.
 """
 
 import secrets
@@ -22,7 +26,7 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedsafe.config import clients_per_round
@@ -48,6 +52,31 @@ class DefendedFedAvg(FedAvg):
         self.observed: dict[int, dict] = {}  # round -> what the server saw
         self.ledger: Ledger | None = None  # every client's epsilon (formal guarantees only)
         self.stopped: dict | None = None  # {"before_round", "reason"} if the budget ended it
+        self._secure_mean = None  # (mean, metrics) of this round's SecAgg+ exchange
+        self._chosen: list[int] = []  # this round's nodes
+
+    def register_nodes(self, grid, config: ConfigRecord) -> None:
+        """Before the first round: each node's partition id and number of examples (public: the
+        privacy accounting uses them), the population the defense samples from, the ledger.
+        `config` goes with the query (the clients' settings)."""
+        while len(nodes := list(grid.get_node_ids())) < self.n_nodes:
+            time.sleep(0.2)
+        replies = grid.send_and_receive(
+            [Message(RecordDict({self.configrecord_key: config}), dst_node_id=n,
+                     message_type=MessageType.QUERY) for n in nodes])
+        self._partition, self._sizes = {}, {}
+        for m in replies:
+            if m.has_error():
+                raise RuntimeError(f"node {m.metadata.src_node_id} failed to answer the query: "
+                                   f"{m.error.reason}")
+            part = int(m.content["metrics"]["partition_id"])
+            self._partition[m.metadata.src_node_id] = part
+            self._sizes[part] = int(m.content["metrics"]["num_examples"])
+        self.defense.set_population(len(nodes), self.fraction_train)
+        formal = self.defense.formal
+        if formal is not None and self.defense.round_events(True, 1, self.federation) is not None:
+            self.ledger = Ledger(sorted(self._sizes), float(formal.options["delta"]),
+                                 formal.options["accountant"], formal.options["target_epsilon"])
 
     def _events(self, client: int, participates: bool) -> list:
         return self.defense.round_events(participates, self._sizes[client], self.federation)
@@ -96,17 +125,40 @@ class DefendedFedAvg(FedAvg):
         return chosen, config
 
     def configure_train(self, server_round, arrays, config, grid):
-        chosen, extra = self._round_plan
-        config.update(extra)
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, chosen, "train")
+        """This round's training messages: the budget check, the seeded sample, one message per
+        chosen node. Under secure aggregation the round is Flower's SecAgg+ protocol, which
+        exchanges its own four stages of messages over the grid here (the Message API has no
+        SecAgg+ strategy; see secagg.py); `aggregate_train` then gets no replies and uses the
+        mean the protocol revealed."""
+        self._global = arrays.to_torch_state_dict()
+        self._secure_mean = None
+        if self.stopped is not None or (eligible := self.eligible(server_round)) is None:
+            return []  # the privacy budget ended the training
+        chosen, extra = self.sample(server_round, grid, eligible)
+        self._chosen = chosen
+        config = ConfigRecord({**config, **extra})
+        if self.defense.secure:
+            self._secure_mean = self.secure_round(server_round, grid, chosen, config)
+            return []
+        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in chosen]
 
     def aggregate_train(self, server_round, replies):
-        valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+        if self.stopped is not None:
+            return None, None  # no round ran: the model stays
+        if self._secure_mean is not None:
+            mean, metrics = self._secure_mean
+            return self._finish_round(server_round, mean, metrics, None)
+        replies = list(replies)
+        errors = [m for m in replies if m.has_error()]
         if errors:  # a lost client would silently change the experiment: stop instead
             raise RuntimeError(f"round {server_round}: {len(errors)} client(s) failed: "
                                f"{errors[0].error.reason}")
-        contents = sorted((m.content for m in valid), key=lambda c: c["metrics"]["partition_id"])
+        if len(replies) < len(self._chosen):  # `start()`'s timeout passed before all replied
+            raise RuntimeError(f"round {server_round}: {len(replies)} of {len(self._chosen)} "
+                               f"clients replied before the timeout")
+        contents = sorted((m.content for m in replies),
+                          key=lambda c: c["metrics"]["partition_id"])
         received = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
         metrics = [dict(c["metrics"]) for c in contents]
         if not received:  # nobody sampled (Poisson): a zero mean, the defense may add noise
@@ -116,17 +168,17 @@ class DefendedFedAvg(FedAvg):
         mean = {k: sum(wi * u[k].double() for wi, u in zip(w, received)) for k in received[0]}
         return self._finish_round(server_round, mean, metrics, received)
 
-    def secure_round(self, server_round: int, grid) -> ArrayRecord:
+    def secure_round(self, server_round: int, grid, chosen: list[int],
+                     config: ConfigRecord) -> tuple[dict, list[dict]]:
         """A round under Flower's SecAgg+: the server only ever holds the mean update."""
-        chosen, config = self._round_plan
         if len(chosen) < 2:  # SecAgg+ needs two clients; the server knows the sample anyway
-            return self._finish_round(server_round, self._zero(), [], None)[0]
+            return self._zero(), []
         max_weight = float(self.max_client_size) if self.weighted else 1.0
         options = next(p for p in self.defense.parts if p.secure).options
-        mean, metrics = secaggplus_mean(grid, server_round, self._global, chosen, config, options,
-                                        max_weight)
+        mean, metrics = secaggplus_mean(grid, server_round, self._global, chosen, dict(config),
+                                        options, max_weight)
         metrics.sort(key=lambda m: m["partition_id"])
-        return self._finish_round(server_round, mean, metrics, None)[0]
+        return mean, metrics
 
     def _zero(self) -> dict:
         return {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self._global.items()}
@@ -150,42 +202,3 @@ class DefendedFedAvg(FedAvg):
         losses = [m["train_loss"] for m in metrics if "train_loss" in m]
         return ArrayRecord(self._global), MetricRecord(
             {"train_loss": float(np.mean(losses))} if losses else {})
-
-    def start(self, grid, initial_arrays, num_rounds=3, evaluate_fn=None, **kwargs):
-        """FedAvg's loop (no client-side evaluation, as configured), with the privacy budget
-        checked before each round and, under secure aggregation, SecAgg+ training exchanges."""
-        self._global = initial_arrays.to_torch_state_dict()
-        while len(nodes := list(grid.get_node_ids())) < self.n_nodes:
-            time.sleep(0.2)
-        replies = grid.send_and_receive(
-            [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes])
-        self._partition, self._sizes = {}, {}
-        for m in replies:  # partition ids and numbers of examples are public
-            part = int(m.content["metrics"]["partition_id"])
-            self._partition[m.metadata.src_node_id] = part
-            self._sizes[part] = int(m.content["metrics"]["num_examples"])
-        self.defense.set_population(len(nodes), self.fraction_train)
-        formal = self.defense.formal
-        if formal is not None and self.defense.round_events(True, 1, self.federation) is not None:
-            self.ledger = Ledger(sorted(self._sizes), float(formal.options["delta"]),
-                                 formal.options["accountant"], formal.options["target_epsilon"])
-        evaluate_fn(0, initial_arrays)
-        arrays = initial_arrays
-        for server_round in range(1, num_rounds + 1):
-            eligible = self.eligible(server_round)
-            if eligible is None:
-                break
-            self._round_plan = self.sample(server_round, grid, eligible)
-            if self.defense.secure:
-                arrays = self.secure_round(server_round, grid)
-            else:
-                replies = grid.send_and_receive(
-                    self.configure_train(server_round, arrays, ConfigRecord(), grid))
-                arrays = self.aggregate_train(server_round, replies)[0]
-            evaluate_fn(server_round, arrays)
-        return None
-
-
-def reply(update: dict[str, torch.Tensor], metrics: dict, msg: Message) -> Message:
-    return Message(RecordDict({"arrays": ArrayRecord(update),
-                               "metrics": MetricRecord(metrics)}), reply_to=msg)
