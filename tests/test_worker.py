@@ -85,3 +85,42 @@ def test_without_a_server_the_script_runs_the_job_itself(tmp_path):
     _, stderr = p.communicate(timeout=120)
     assert "no job server" in stderr and p.returncode == 1
     assert "FileNotFoundError" in log.read_text()
+
+
+def test_the_server_reads_a_cells_files_once_for_all_its_attacks(tmp_path, monkeypatch):
+    """What the server does before forking an attack: the dataset is decompressed and the model
+    files read once, and every later load in that process (and its forks) uses them, until a file
+    changes."""
+    import numpy as np
+    import torch
+
+    from fedsafe import files
+    from fedsafe.data.prepare import load_prepared, prepare
+
+    monkeypatch.setattr(files, "_WARM", {})
+    data = tmp_path / "data"
+    prepare("synthetic_brain_mri", {"image_size": 8, "n_samples": 60, "test_fraction": 0.2,
+                                    "partition": {"scheme": "iid"}}, 2, 0, data)
+    model = tmp_path / "model.pt"
+    torch.save({"w": torch.arange(4.0)}, model)
+    req = {"job": "attack", "cwd": str(tmp_path),
+           "kwargs": {"data_path": "data/data.npz", "model_path": "model.pt",
+                      "observed_path": "missing.pt"}}  # a missing file is left to the job
+    worker._warm(req)
+    first = load_prepared(data)
+    assert load_prepared(data) is first  # no second read or decompression
+
+    # the model comes from memory: same size and time, other bytes on disk, old tensor back
+    stat = model.stat()
+    torch.save({"w": torch.arange(4.0) + 1}, model)
+    assert model.stat().st_size == stat.st_size
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert torch.equal(files.load_torch(model)["w"], torch.arange(4.0))
+    # a rewritten file (new time) is read again
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert torch.equal(files.load_torch(model)["w"], torch.arange(4.0) + 1)
+    np.testing.assert_array_equal(first.test[0], load_prepared(data).test[0])
+
+    # a process that never warmed reads its files itself, as before
+    monkeypatch.setattr(files, "_WARM", {})
+    assert load_prepared(data) is not load_prepared(data)

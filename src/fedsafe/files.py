@@ -5,6 +5,7 @@ A leaf module: it imports nothing from fedsafe (and torch only to read or write 
 every layer may use it.
 """
 
+import io
 import json
 import math
 import os
@@ -72,8 +73,10 @@ def load_torch(path: str | Path, device: str = "cpu"):
     that names the file and how to regenerate it instead of a bare unpickling error."""
     import torch
 
+    kept = warmed(path)
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(io.BytesIO(kept) if isinstance(kept, bytes) else path,
+                          map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
@@ -88,3 +91,43 @@ def private_dir(path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
+
+
+# ---- a cell's files read once for all the attacks on it ----
+# The warm job server (fedsafe.worker) reads an attack's input files before it forks the job's
+# process, so every attack on one cell shares one read of the model files and one decompression
+# of the dataset (fedsafe.data.prepare), through the fork's copy-on-write memory. Only the server
+# fills this; a process that never called `warm` reads its files as usual. An entry is used while
+# the file keeps its size and modification time, so a rewritten file is read again.
+_WARM: dict[str, tuple[tuple[int, int], object]] = {}
+_WARM_MAX = 64  # entries (a cell's files are a few MB): the server's memory stays bounded
+
+
+def _signature(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def warm(path: str | Path, load=None):
+    """`load(path)` (default: the file's bytes), kept for `warmed(path)` in this process and the
+    processes it forks; read again only when the file changed."""
+    key = str(Path(path).resolve())
+    signature = _signature(key)
+    hit = _WARM.get(key)
+    if hit is None or hit[0] != signature:
+        if len(_WARM) >= _WARM_MAX:
+            _WARM.pop(next(iter(_WARM)))  # the oldest: grids attack cell after cell
+        _WARM[key] = (signature, load(Path(key)) if load else Path(key).read_bytes())
+    return _WARM[key][1]
+
+
+def warmed(path: str | Path):
+    """What `warm` kept for `path`, or None (never warmed, or the file changed since)."""
+    if not _WARM:
+        return None
+    key = str(Path(path).resolve())
+    hit = _WARM.get(key)
+    try:
+        return hit[1] if hit is not None and hit[0] == _signature(key) else None
+    except OSError:
+        return None

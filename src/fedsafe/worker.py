@@ -165,6 +165,7 @@ def _start(conn: socket.socket, listener: socket.socket) -> None:
         for fd in fds:
             os.close(fd)
         raise OSError("incomplete request")
+    _warm(json.loads(body))
     if os.fork():
         for fd in fds:
             os.close(fd)
@@ -192,6 +193,29 @@ def _start(conn: socket.socket, listener: socket.socket) -> None:
             conn.sendall(_STATUS.pack(status))
         finally:
             os._exit(status)
+
+
+# An attack's input files, read by the server before the fork: every attack on a cell then
+# shares one read of its model files and one decompression of its dataset (fedsafe.files.warm).
+# numpy and plain reads only: the server still runs no torch code.
+_WARMED_FILES = ("model_path", "checkpoints_path", "observed_path", "reference")
+
+
+def _warm(req: dict) -> None:
+    if req.get("job") != "attack":
+        return
+    from fedsafe.data.prepare import warm_prepared
+    from fedsafe.files import warm
+
+    kwargs, cwd = req["kwargs"], req["cwd"]
+    for key in ("data_path", *_WARMED_FILES):
+        if not kwargs.get(key):
+            continue
+        path = os.path.join(cwd, kwargs[key])
+        try:
+            warm_prepared(os.path.dirname(path)) if key == "data_path" else warm(path)
+        except Exception as err:  # noqa: BLE001 - the job reads the file itself and names the fault
+            log.debug("not kept in memory: %s (%s)", path, err)
 
 
 def _exit_with_client(conn: socket.socket) -> None:

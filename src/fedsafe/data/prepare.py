@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsafe.files import atomic_path, regenerate_hint
+from fedsafe.files import atomic_path, regenerate_hint, warm, warmed
 
 from .partition import manifest as client_manifest
 from .partition import partition
@@ -76,7 +76,17 @@ def prepare(dataset_id: str, options: dict, n_clients: int, seed: int, out_dir: 
 
 
 def load_prepared(out_dir: Path) -> PreparedData:
-    out_dir = Path(out_dir)
+    """The prepared dataset in `out_dir`: decompressed once per job server (`warm_prepared`),
+    else read here."""
+    return warmed(Path(out_dir) / "data.npz") or _read_prepared(Path(out_dir))
+
+
+def warm_prepared(out_dir: Path) -> None:
+    """Decompress the dataset once, for every job the job server forks after this."""
+    warm(Path(out_dir) / "data.npz", lambda npz: _read_prepared(npz.parent))
+
+
+def _read_prepared(out_dir: Path) -> PreparedData:
     man_path, npz_path = out_dir / "manifest.json", out_dir / "data.npz"
     for p in (man_path, npz_path):
         if not p.exists():
