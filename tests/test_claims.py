@@ -90,7 +90,7 @@ def test_compare_lists_only_metrics_that_moved(tmp_path):
 
 
 def test_publish_copies_the_generated_verdicts(tmp_path):
-    from fedsafe.publish import END, START, markers, publish
+    from fedsafe.publish import END, START, publish
 
     results = tmp_path / "results"
     (results / "tables").mkdir(parents=True)
@@ -111,16 +111,11 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     # the headline grid's summary is committed beside its page, unchanged
     assert (tmp_path / "docs" / "published" / "summary.csv").read_text() == \
         (results / "summary.csv").read_text()
-    # the default grid (exploratory) fills its own block, not the headline one
-    start, end = markers("default")
-    readme.write_text(text + f"{start}\n{end}\n")
+    # the default grid (exploratory) fills its own page and leaves the README as it is
     publish(results, "config/config.yaml", readme, tmp_path / "docs")
-    text = readme.read_text()
-    assert "`make run` then `fedsafe publish" in text.split(start)[1]
-    assert (tmp_path / "docs" / "results-default.md").exists()
-    # another config fills its own block and page, with its audited cells
-    start, end = markers("audit")
-    readme.write_text(text + f"{start}\n{end}\n")
+    assert readme.read_text() == text
+    assert "`make run` then `fedsafe publish" in (tmp_path / "docs" / "results-default.md").read_text()
+    # another config fills its own page, with its audited cells
     audit_row = {"dataset": "d", "defense": "dp_fedavg", "noise_multiplier": 1.0,
                  "attack_type": "privacy_audit", "attack_value": 100.0, "formal_epsilon": 4.0,
                  "audit_level": "client-level", "epsilon_ratio": 0.25, "violation": 0,
@@ -128,10 +123,10 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     pd.DataFrame([{**audit_row, "seed": s, "empirical_epsilon": e}
                   for s, e in enumerate((0.9, 1.0, 1.1))]).to_csv(results / "summary.csv")
     publish(results, "config/audit.yaml", readme, tmp_path / "docs")
-    text2 = readme.read_text()
-    assert text2.startswith(text) and "--configfile config/audit.yaml" in text2
+    page = (tmp_path / "docs" / "results-audit.md").read_text()
+    assert readme.read_text() == text and "--configfile config/audit.yaml" in page
     assert ("| d | dp_fedavg | 1 | 100 client-level | 3 | 4.00 ± 0.00 | 1.00 ± 0.25 | 0.25 ± 0.00 | "
-            "3.00 (accountant above it: no violation could show) | 0 |" in text2)
+            "3.00 (accountant above it: no violation could show) | 0 |" in page)
     assert "## Audited cells" in (tmp_path / "docs" / "results-audit.md").read_text()
 
 

@@ -16,6 +16,7 @@ from fedsafe.attacks import ATTACKS, known_attacks
 from fedsafe.data.registry import DATASETS, known_datasets
 from fedsafe.defenses import MECHANISMS, has_noise, known_mechanisms
 from fedsafe.defenses import check_options as check_defense_options
+from fedsafe.federation import clients_per_round
 from fedsafe.models import MODELS, known_models
 from fedsafe.options import check as check_options
 from fedsafe.options import resolve
@@ -158,11 +159,6 @@ def _check_audit(config: dict) -> None:
                               "defenses in audit.defenses")
 
 
-def clients_per_round(n_clients: int, fraction: float) -> int:
-    """How many clients the server samples each round (at least one)."""
-    return max(1, int(round(n_clients * fraction)))
-
-
 def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
     """An inversion attack reads the server's recorded view: its round must be observed."""
     fed = config["federation"]
@@ -271,7 +267,7 @@ def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int |
             "federation": config["federation"], "model": config["federation"]["model"],
             "data": dataset_spec(config, dataset)}
     if audited(config, dataset, defense, noise):  # only these carry the key: others unchanged
-        a = config["audit"]  # client-level guarantees get canary clients (attacks/canaries.py)
+        a = config["audit"]  # client-level guarantees get canary clients (fedsafe/canaries.py)
         kind = "update" if "dp_fedavg" in spec["parts"] else a.get("kind", "noise")
         spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": kind}
     return spec

@@ -1,12 +1,12 @@
 """`fedsafe publish RESULTS_DIR --configfile CONFIG`: copy a run's generated verdicts and tables
 into the docs, so no result in the README or docs/ is typed by hand.
 
-Each config has its own block and page: the published grid (`config/published.yaml`, 10 seeds)
-fills the README's headline block between the `verdicts` markers and `docs/published/results.md`,
-with its `summary.csv` committed beside the page (small), so anyone can recompute the verdicts or
+Each config has its own page: the published grid (`config/published.yaml`, 10 seeds) fills the
+README's one verdict block, between the `verdicts` markers, and `docs/published/results.md`, with
+its `summary.csv` committed beside the page (small), so anyone can recompute the verdicts or
 compare a rerun with it (`fedsafe compare`); the default grid (`config/config.yaml`, 3 seeds,
-exploratory) fills `verdicts-default` and `docs/results-default.md`; any other
-`config/<name>.yaml` fills `verdicts-<name>` and `docs/results-<name>.md`. A block holds the
+exploratory) fills `docs/results-default.md`, and any other `config/<name>.yaml`
+`docs/results-<name>.md` (the README links them and stays short). A block holds the
 verdict table of `claims.md` and, where the run audited cells, the audit's lower bound beside the
 accountant's epsilon per audited cell; the page holds `claims.md` and then `tables/comparison.md`,
 under a header naming the command, the config file, its hash and the commit.
@@ -98,11 +98,12 @@ def publish(results: Path, configfile: str, readme: Path = ROOT / "README.md",
     if audits:
         block += f"\nAudited cells (one-run audit beside the accountant):\n\n{audits}\n"
     block += end
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme}: no '{start}' ... '{end}' block to fill")
-    readme.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text,
-                             flags=re.S))
+    if not name:  # only the headline grid's verdicts are in the README
+        text = readme.read_text()
+        if start not in text or end not in text:
+            raise SystemExit(f"{readme}: no '{start}' ... '{end}' block to fill")
+        readme.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block,
+                                 text, flags=re.S))
     page = docs_dir / (f"results-{name}.md" if name else "published/results.md")
     page.parent.mkdir(parents=True, exist_ok=True)
     if not name:  # the headline grid's data, beside its page

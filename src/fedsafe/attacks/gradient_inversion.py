@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fedsafe.attacks.context import AttackContext
-from fedsafe.config import clients_per_round
+from fedsafe.federation import clients_per_round
 from fedsafe.federation.local import TrainSettings, local_train, to_tensor
 from fedsafe.metrics import matched_image_metrics
 

@@ -29,9 +29,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from fedsafe.config import clients_per_round
 from fedsafe.defenses.accounting import Ledger
 from fedsafe.defenses.base import Defense
+from fedsafe.federation import clients_per_round
 from fedsafe.federation.secagg import secaggplus_mean
 from fedsafe.seeding import derive_seed
 
