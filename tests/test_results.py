@@ -194,11 +194,12 @@ def test_mlflow_server_lists_every_cell(tiny_run):
 def test_convergence_section_names_undefended_cells_still_moving():
     rows = [{"dataset": "d", "defense": d, "noise_multiplier": n, "seed": s,
              "last_round_change": c}
-            for d, n, changes in (("none", 0.0, (0.002, 0.004)), ("weight_noise", 0.02,
+            for d, n, changes in (("none", 0.0, (0.002, 0.004)), ("weight_noise", 5e-5,
                                                                     (0.03, 0.001)))
             for s, c in enumerate(changes)]
     text = fr.convergence_section(pd.DataFrame(rows))
     assert "every undefended cell settled" in text and "0.030" in text  # worst seed shown
+    assert "| 5e-05 " in text  # a small noise level as written, not rounded to 0.000
     rows[1]["last_round_change"] = 0.012
     assert "still moving" in fr.convergence_section(pd.DataFrame(rows))
     assert fr.convergence_section(pd.DataFrame([{"dataset": "d"}])) == ""

@@ -493,12 +493,15 @@ def convergence_section(df: pd.DataFrame) -> str:
              .rename(columns={"last_round_change": "largest last-round change (over seeds)"}))
     col = worst.columns[-1]
     worst["settled"] = worst[col] < CONVERGED
+    # as text, so a small noise level reads 5e-05 and not 0.000
+    worst["noise_multiplier"] = worst["noise_multiplier"].map("{:g}".format)
+    worst[col] = worst[col].map("{:.3f}".format)
     none = worst[worst["defense"] == "none"]
     verdict = ("every undefended cell settled" if len(none) and none["settled"].all() else
                "**some undefended cells were still moving**" if len(none) else "no undefended cell")
     return (f"**Convergence** ({verdict}: a cell has settled when its last round changed test "
             f"accuracy by less than {CONVERGED:g} on every seed):\n\n"
-            + worst.to_markdown(index=False, floatfmt=".3f") + "\n")
+            + worst.to_markdown(index=False, disable_numparse=True) + "\n")
 
 
 def stopped_section(df: pd.DataFrame) -> str:
