@@ -488,3 +488,15 @@ def test_per_round_scores_beat_the_end_to_end_score_under_sampling():
     a = dp_fedavg_audit(1.0, 1.0, seed=0)[0]
     b = dp_fedavg_audit(1.0, 1.0, seed=0, scoring="end")[0]
     assert (a["correct"], a["fdp_correct"]) == (b["correct"], b["fdp_correct"])
+
+
+def test_an_odd_number_of_canaries_is_audited():
+    # 2 * round(m / 2) exceeds an odd m (999 -> 1000): the counts stay within the canaries
+    from fedsafe.attacks.audit import audit, guess_counts
+
+    for m in (3, 999, 1003):
+        assert all(2 <= r <= m and r % 2 == 0 for r in guess_counts(m, (0.02, 0.5, 1.0)))
+    rng = np.random.default_rng(0)
+    coins = rng.integers(0, 2, 1003).astype(bool)
+    out = audit(rng.normal(coins * 1.0, 1.0), coins, delta=1e-5)
+    assert out["guesses"] <= 1002 and out["fdp_guesses"] <= 1002

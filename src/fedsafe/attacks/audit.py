@@ -95,6 +95,8 @@ def gdp_epsilon(mu: float, delta: float) -> float:
     """The epsilon of mu-GDP at delta (0 where mu-GDP already has delta(0) <= delta)."""
     if mu <= 0 or gdp_delta(0.0, mu) <= delta:
         return 0.0
+    if delta <= 0:
+        return math.inf  # mu-GDP with mu > 0 is (epsilon, 0)-DP for no finite epsilon
     hi = 1.0
     while gdp_delta(hi, mu) > delta:
         hi *= 2
@@ -164,8 +166,10 @@ def fdp_epsilon_lower_bound(m: int, r: int, v: int, delta: float,
 
 
 def guess_counts(m: int, fractions) -> list[int]:
-    """Numbers of guesses tried (fractions of m, at least 2, even: half per side)."""
-    return sorted({max(2, 2 * int(round(f * m / 2))) for f in fractions if f * m >= 1})
+    """Numbers of guesses tried (fractions of m, at least 2, even: half per side, and at most m:
+    an odd m guesses on m - 1 canaries at most)."""
+    return sorted({min(max(2, 2 * int(round(f * m / 2))), m - m % 2)
+                   for f in fractions if f * m >= 1})
 
 
 def audit(scores, included, delta: float = 0.0, confidence: float = 0.95,
