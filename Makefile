@@ -37,18 +37,21 @@ publish: install
 	$(BIN)/fedsafe publish results/published --configfile config/published.yaml \
 		--commit $$(git rev-parse --short HEAD)
 
-# Two test workers on two cores, one torch thread each: with torch's default (a thread per core
-# in every worker) OpenMP threads spin against each other and tests run several times slower.
-# Tests and jobs that need more threads set them (torch.set_num_threads, a rule's threads).
-TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
+# One torch thread per test worker: with torch's default (a thread per core in every worker)
+# OpenMP threads spin against each other and tests run several times slower. Tests and jobs that
+# need more threads set them (torch.set_num_threads, a rule's threads).
+TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest --dist loadgroup
 
 # The quick suite, for the edit-test loop (a few minutes on 2 cores).
+# Three workers on two cores: about a third of the quick suite waits on subprocesses (Snakemake
+# dry runs, MLflow, the job server), so a third worker fills those waits (3 min 41 s against
+# 3 min 56 s to 4 min 6 s with two, docs/performance.md).
 test: install
-	$(TEST) -m "not slow and not slurm"
+	$(TEST) -n 3 -m "not slow and not slurm"
 
 # End-to-end runs of the workflow and the real-SLURM test (skipped where no SLURM answers).
 test-slow: install
-	$(TEST) -m "slow or slurm"
+	$(TEST) -n 2 -m "slow or slurm"
 
 config-doc: install  # regenerate config/README.md from the schema and the registries
 	$(BIN)/python -m fedsafe.config_doc config/README.md

@@ -4,7 +4,8 @@ import pytest
 import yaml
 from conftest import ROOT, base_config, job_counts, snakemake
 
-pytestmark = pytest.mark.xdist_group("dag")
+# No xdist group: every test dry-runs its own folder, so they spread over the workers (together
+# they are about 150 s of one core, the longest stretch of `make test`).
 
 
 def test_dry_run_job_counts(workdir):
