@@ -45,12 +45,12 @@ from data import default_spec
 from fedsafe.data.prepare import load_prepared
 from fedsafe.defenses.base import build_defense
 from fedsafe.federation.local import TrainSettings, evaluate, local_train
-from fedsafe.models import build_model
+from fedsafe.models import build_model_for
 from fedsafe.seeding import derive_seed
 t_imp = time.perf_counter()
 spec = default_spec(); fed = spec["federation"]
 data = load_prepared(__import__('pathlib').Path({data!r})); m = data.manifest
-make = lambda: build_model(spec["model"], m["channels"], len(m["class_names"]), m["image_size"])
+make = lambda: build_model_for(spec["model"], m)
 torch.manual_seed(spec["seed"])
 model = make()
 defense = build_defense(spec["parts"], spec["noise"], spec["options"], spec["seed"], spec["defense"])

@@ -35,10 +35,10 @@ def default_spec(defense: str = "none", noise: str = "0") -> dict:
 def model_and_data(dataset: str = DATASET, model: str | None = None):
     """(model factory, prepared data) for `model` (default: the config's) on `dataset`."""
     from fedsafe.data.prepare import load_prepared
-    from fedsafe.models import build_model
+    from fedsafe.models import build_model_for
 
     name = model or default_config()["federation"]["model"]
     data = load_prepared(prepared(dataset))
     m = data.manifest
-    make = lambda: build_model(name, m["channels"], len(m["class_names"]), m["image_size"])
+    make = lambda: build_model_for(name, m)
     return make, data

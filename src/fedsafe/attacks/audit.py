@@ -269,7 +269,7 @@ def run_privacy_audit(ctx, options: dict) -> list[dict]:
     from fedsafe.attacks.canaries import CLIENT_KIND, client_scores, loss_reduction_scores
     from fedsafe.attacks.membership import _delta
     from fedsafe.federation.local import to_tensor
-    from fedsafe.models import build_model
+    from fedsafe.models import build_model_for
 
     t0 = time.time()
     path = Path(ctx.train_dir) / "canaries.npz"
@@ -287,10 +287,8 @@ def run_privacy_audit(ctx, options: dict) -> list[dict]:
             scores = client_scores(c["round_projections"], float(c["clip"]), float(c["noise"]),
                                    float(c["rate"]))
         else:
-            man = ctx.data.manifest
             torch.manual_seed(ctx.seed)  # the target's initial weights, as train_cell draws them
-            initial = build_model(ctx.spec["model"], man["channels"], len(man["class_names"]),
-                                  man["image_size"]).to(ctx.device)
+            initial = build_model_for(ctx.spec["model"], ctx.data.manifest).to(ctx.device)
             xt = to_tensor(c["x"]).to(ctx.device)
             yt = torch.from_numpy(c["y"]).long().to(ctx.device)
             scores = loss_reduction_scores(initial, ctx.new_model(), xt, yt)

@@ -39,7 +39,7 @@ from fedsafe.federation.secagg import (
     secaggplus_rounds_mod,
 )
 from fedsafe.federation.strategy import DefendedFedAvg
-from fedsafe.models import build_model
+from fedsafe.models import build_model_for
 
 log = logging.getLogger("fedsafe.train")
 
@@ -50,8 +50,7 @@ def _data(path: str):
 
 
 def _model(spec: dict):
-    m = _data(spec["data_dir"]).manifest
-    return build_model(spec["model"], m["channels"], len(m["class_names"]), m["image_size"])
+    return build_model_for(spec["model"], _data(spec["data_dir"]).manifest)
 
 
 def _defense(spec: dict):
