@@ -44,7 +44,7 @@ TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest --dist loadgroup
 
 # The quick suite, for the edit-test loop (a few minutes on 2 cores).
 # Three workers on two cores: about a third of the quick suite waits on subprocesses (Snakemake
-# dry runs, MLflow, the job server), so a third worker fills those waits (3 min 41 s against
+# dry runs, MLflow, the job server), so a third worker fills those waits (3 min 41-52 s against
 # 3 min 56 s to 4 min 6 s with two, docs/performance.md).
 test: install
 	$(TEST) -n 3 -m "not slow and not slurm"
