@@ -22,8 +22,8 @@ from fedsafe.attacks.audit import (
     gdp_mu,
     p_value,
 )
-from fedsafe.attacks.canaries import client_scores, loss_reduction_scores, make_canaries
-from fedsafe.canaries import CanaryClients
+from fedsafe.attacks.canaries import client_scores, loss_reduction_scores
+from fedsafe.canaries import CanaryClients, make_canaries
 
 # ---------------------------------------------------------------- the bound's statistics
 

@@ -64,7 +64,8 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     data_dir = Path(data_path).parent
     # a sample-level audited cell trains on its data plus the included canaries (client-level
     # canaries join the server's sums instead: federation/simulation.py)
-    from fedsafe.attacks.canaries import SAMPLE_KINDS, add_canaries
+    from fedsafe.attacks.canaries import add_canaries
+    from fedsafe.canaries import SAMPLE_KINDS
 
     canaried = spec.get("canaries", {}).get("kind") in SAMPLE_KINDS
     if canaried:

@@ -161,11 +161,15 @@ def _reap() -> bool:
 def _start(conn: socket.socket, listener: socket.socket) -> None:
     head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
     body = _recv_exact(conn, _HEADER.unpack(head)[0])
-    if body is None or len(fds) != 3:
+    try:
+        if body is None or len(fds) != 3:
+            raise OSError("incomplete request")
+        req = json.loads(body)
+    except (OSError, ValueError):
         for fd in fds:
             os.close(fd)
-        raise OSError("incomplete request")
-    _warm(json.loads(body))
+        raise
+    _warm(req)
     if os.fork():
         for fd in fds:
             os.close(fd)
@@ -178,7 +182,6 @@ def _start(conn: socket.socket, listener: socket.socket) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        req = json.loads(body)
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])

@@ -266,8 +266,9 @@ def run_privacy_audit(ctx, options: dict) -> list[dict]:
 
     import torch
 
-    from fedsafe.attacks.canaries import CLIENT_KIND, client_scores, loss_reduction_scores
+    from fedsafe.attacks.canaries import client_scores, loss_reduction_scores
     from fedsafe.attacks.membership import _delta
+    from fedsafe.canaries import CLIENT_KIND
     from fedsafe.federation.local import to_tensor
     from fedsafe.models import build_model_for
 

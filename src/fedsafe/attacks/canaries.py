@@ -1,6 +1,6 @@
 """Scores of the one-run privacy audit's canaries (`audit.py`) and the copy of a cell's data with
 its sample canaries; the canaries themselves are made by `fedsafe.canaries` (a leaf that training
-imports without the attacks; re-exported here).
+imports without the attacks).
 
 - Sample canaries: the canary's loss reduction from the initial to the final global model.
 - Canary clients: how far the server's model moved along the canary's direction u_i, from what
@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsafe.canaries import CLIENT_KIND, SAMPLE_KINDS, CanaryClients, coins, make_canaries
-
-__all__ = ["CLIENT_KIND", "SAMPLE_KINDS", "CanaryClients", "add_canaries", "coins",
-           "make_canaries", "loss_reduction_scores", "client_scores"]
+from fedsafe.canaries import make_canaries
 
 
 def add_canaries(data_dir: Path, spec: dict, train_dir: Path) -> Path:
