@@ -39,6 +39,7 @@ from fedsafe.federation.secagg import (
     secaggplus_rounds_mod,
 )
 from fedsafe.federation.strategy import DefendedFedAvg
+from fedsafe.files import save_torch
 from fedsafe.models import build_model_for
 
 log = logging.getLogger("fedsafe.train")
@@ -275,8 +276,7 @@ def main(grid: Grid, context: Context) -> None:
     last = (run.arrays if len(run.arrays) else initial).to_torch_state_dict()
     for name, obj in (("checkpoints", evaluation.checkpoints), ("model", last),
                       ("observed", strategy.observed)):
-        files[name].parent.mkdir(parents=True, exist_ok=True)
-        _save_torch(obj, files[name])
+        save_torch(obj, files[name])  # atomic, and creates the folder
     context.state["fedsafe-result"] = ConfigRecord({"json": json.dumps(result)})
 
 
@@ -294,11 +294,6 @@ def _canary_clients(spec: dict, defense):
     dp.canaries = CanaryClients(opt["n"], seed, dp.clip, noise=dp.noise)
     return dp.canaries
 
-
-def _save_torch(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def _run_ray(run_config: dict, n_clients: int, cpus: int, gpus: int) -> Context | None:
