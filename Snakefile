@@ -1,5 +1,5 @@
 # fedsafe: datasets x defenses x noise multipliers x attacks x seeds, as one DAG.
-#   prepare_data -> train (once per cell) -> attack (reuses the trained cell) -> aggregate -> tables, plots
+#   prepare_data -> train (once per replicate) -> attack (its model) -> aggregate -> tables, plots
 
 
 # The default grid, unless a --configfile is given: that one replaces it (merging would add the

@@ -78,8 +78,8 @@ def main(argv=None, **_) -> dict:
     ap.add_argument("--canaries", type=int, default=1000)
     ap.add_argument("--n-reference", type=int, default=8)
     a = ap.parse_args(argv)
+    from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context
-    from fedsafe.attacks.reference import run_lira, run_rmia
     from fedsafe.config import attack_spec, reference_spec
     from fedsafe.jobs import reference
 
@@ -97,10 +97,8 @@ def main(argv=None, **_) -> dict:
         result = json.loads((tmp / "audited" / "train.json").read_text())
         ctx = load_context(prepared(), tmp / "audited", audited, result, "cpu", tmp)
         t0 = time.perf_counter()
-        from fedsafe.attacks.audit import run_privacy_audit
-
-        row = run_privacy_audit(ctx, {"confidence": 0.95,
-                                      "guess_fractions": [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]})[0]
+        row = ATTACKS.load("privacy_audit")(
+            ctx, {"confidence": 0.95, "guess_fractions": [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]})[0]
         t_job = time.perf_counter() - t0
         rows += [{"item": "train dp_sgd cell, clean", "seconds": t_clean},
                  {"item": f"train dp_sgd cell, {a.canaries} canaries", "seconds": t_audit,
@@ -122,7 +120,8 @@ def main(argv=None, **_) -> dict:
         rows.append({"item": f"reference rule: {info['n_models']} models x "
                              f"{info['train_size']} samples", "seconds": t_ref,
                      "ratio": t_ref / t_clean, "note": "ratio to one clean training"})
-        for name, fn in (("RMIA offline", run_rmia), ("LiRA online", run_lira)):
+        for name, fn in (("RMIA offline", ATTACKS.load("mia_rmia")),
+                         ("LiRA online", ATTACKS.load("mia_lira"))):
             opts = {**attack_spec({"attacks": {"x": {"type": "mia_rmia", "options": {}}}}, "x")["options"],
                     **base, "online": name.endswith("online")}
             t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def main(argv=None, **_) -> dict:
     n = a.n or (100 if a.quick else 300)
     torch.set_num_threads(1)  # attack jobs run with one thread
     from fedsafe.attacks.context import load_context
-    from fedsafe.attacks.evasion import evaluate_evasion
+    from fedsafe.attacks.evasion import run
     from fedsafe.robustness import worst_case_rows
 
     cell = trained_cell()
@@ -96,7 +96,7 @@ def main(argv=None, **_) -> dict:
     results, rows, cost = [], [], {}
     for name, (kind, opts) in attacks(eps, a.quick).items():
         t0 = time.process_time()
-        out = evaluate_evasion(ctx, kind, {"eps": eps, "n_samples": n, "transfer": False, **opts})
+        out = run(ctx, {"eps": eps, "n_samples": n, "transfer": False, **opts}, kind=kind)
         per_sample = (time.process_time() - t0) / (n * len(out))
         if "default" in name or kind not in cost:
             cost[kind] = per_sample

@@ -10,9 +10,9 @@ rule attack:
     output:
         ATTACK_JSON,
     log:
-        f"{RESULTS}/logs/attack/{CELL}/{{attack}}.log",
+        f"{RESULTS}/logs/attack/{REPLICATE}/{{attack}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/attack/{CELL}/{{attack}}.tsv"
+        f"{RESULTS}/benchmarks/attack/{REPLICATE}/{{attack}}.tsv"
     conda:
         "../envs/fedsafe.yaml"
     threads: 1

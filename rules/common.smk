@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
 
 from fedsafe import config as fc
-from fedsafe import results as fr
+from fedsafe.results.render import TABLES
+from fedsafe.results.summary import expected_jobs
 
 try:
     fc.validate(config)
@@ -37,8 +38,9 @@ onstart:
 
 
 RESULTS = config["results_dir"]
-CELLS = fc.cells(config)
-CELL = "{dataset}/{defense}/noise_{noise}/seed_{seed}"
+# one replicate (a cell at one seed, fedsafe.grid_keys): the path of its train and attack files
+REPLICATES = fc.cells(config)
+REPLICATE = "{dataset}/{defense}/noise_{noise}/seed_{seed}"
 
 
 def _alternatives(values):
@@ -48,17 +50,17 @@ def _alternatives(values):
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     defense=_alternatives(config["defenses"]),
-    noise=_alternatives(c["noise"] for c in CELLS),
+    noise=_alternatives(c["noise"] for c in REPLICATES),
     seed=_alternatives(config["seeds"]),
     attack=_alternatives(config["attacks"]),
 
 
 # Every job file's path, defined once here: the rules' outputs use them, and the aggregate's
-# checklist (fedsafe.results.expected_jobs) formats them for every cell of the grid.
-TRAIN_DIR = f"{RESULTS}/train/{CELL}"
+# checklist (fedsafe.results.summary.expected_jobs) formats them for every replicate of the grid.
+TRAIN_DIR = f"{RESULTS}/train/{REPLICATE}"
 TRAIN_JSON = f"{TRAIN_DIR}/train.json"
 ATTACKS_DIR = f"{RESULTS}/attacks"
-ATTACK_JSON = f"{ATTACKS_DIR}/{CELL}/{{attack}}.json"
+ATTACK_JSON = f"{ATTACKS_DIR}/{REPLICATE}/{{attack}}.json"
 REFERENCE = f"{RESULTS}/reference/{{dataset}}/seed_{{seed}}/reference.pt"
 
 
@@ -70,9 +72,9 @@ def reference_input(wildcards):
 
 
 # Set `allow_missing: true` (e.g. `--config allow_missing=true`) to aggregate whatever train and
-# attack files exist after a `--keep-going` run with failed cells; the missing ones are listed
+# attack files exist after a `--keep-going` run with failed jobs; the missing ones are listed
 # in missing.csv and in the tables. By default the aggregate waits for every job of the grid.
-EXPECTED = fr.expected_jobs(config, TRAIN_JSON, ATTACK_JSON)
+EXPECTED = expected_jobs(config, TRAIN_JSON, ATTACK_JSON)
 PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
 
 

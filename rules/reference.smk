@@ -1,5 +1,5 @@
 # Reference models of RMIA and LiRA: trained once per (dataset, seed) with the target's recipe and
-# reused by every cell and attack of that dataset and seed (fedsafe.attacks.reference).
+# reused by every replicate and attack of that dataset and seed (fedsafe.attacks.reference).
 rule reference:
     input:
         data=rules.prepare_data.output.data,

@@ -35,7 +35,7 @@ rule tables:
     output:
         **{
             f"{name}_{fmt}": f"{RESULTS}/tables/{name}.{fmt}"
-            for name in fr.TABLES
+            for name in TABLES
             for fmt in ("md", "tex")
         },
         **{
@@ -45,7 +45,7 @@ rule tables:
                 category="Tables",
                 labels={"table": title},
             )
-            for name, title in fr.TABLES.items()
+            for name, title in TABLES.items()
         },
         comparison=f"{RESULTS}/tables/comparison.md",
     log:

@@ -7,9 +7,9 @@ rule train:
         metrics=TRAIN_JSON,
         observed=f"{TRAIN_DIR}/observed.pt",
     log:
-        f"{RESULTS}/logs/train/{CELL}.log",
+        f"{RESULTS}/logs/train/{REPLICATE}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{CELL}.tsv"
+        f"{RESULTS}/benchmarks/train/{REPLICATE}.tsv"
     conda:
         "../envs/fedsafe.yaml"
     threads: 1

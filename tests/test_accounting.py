@@ -182,8 +182,10 @@ def test_tables_show_where_and_why_the_budget_stopped(tmp_path):
 
     from test_results import fake_grid
 
-    from fedsafe import results as fr
     from fedsafe.files import write_json
+    from fedsafe.grid_keys import REPLICATE
+    from fedsafe.results.render import write_tables
+    from fedsafe.results.summary import summarise
 
     expected = fake_grid(tmp_path / "r", seeds=(0,))
     for job in expected:
@@ -191,12 +193,12 @@ def test_tables_show_where_and_why_the_budget_stopped(tmp_path):
             train = json.loads(open(job["file"]).read())
             train.update(rounds_run=0, stopped={"before_round": 1, "reason": "budget: test"})
             write_json(train, job["file"])
-    summary, missing = fr.summarise(expected, "abc")
-    stopped = summary.drop_duplicates(fr.CELL_COLUMNS).set_index("noise_multiplier")
+    summary, missing = summarise(expected, "abc")
+    stopped = summary.drop_duplicates(REPLICATE).set_index("noise_multiplier")
     assert stopped.loc[0.5, "stopped"] == "budget: test" and stopped.loc[0.5, "rounds_run"] == 0
     summary.to_csv(tmp_path / "summary.csv", index=False)
     missing.to_csv(tmp_path / "missing.csv", index=False)
-    paths = fr.write_tables(tmp_path / "summary.csv", tmp_path / "missing.csv", tmp_path / "t")
+    paths = write_tables(tmp_path / "summary.csv", tmp_path / "missing.csv", tmp_path / "t")
     assert "rounds run" in paths["tradeoff"]["md"].read_text()
     doc = (tmp_path / "t" / "comparison.md").read_text()
     assert "Stopped by the privacy budget" in doc and "budget: test" in doc

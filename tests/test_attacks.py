@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import cell_context as _ctx
 
-from fedsafe.attacks import PGD_OPTIONS
-from fedsafe.attacks.evasion import run_fgsm, run_pgd
+from fedsafe.attacks import ATTACKS, PGD_OPTIONS
 from fedsafe.attacks.evasion_suite import build
-from fedsafe.attacks.gradient_inversion import run_idlg
-from fedsafe.attacks.membership import run_mia_loss
 from fedsafe.federation.local import to_tensor
+
+run_fgsm, run_pgd, run_idlg, run_mia_loss = (
+    ATTACKS.load(k) for k in ("fgsm", "pgd", "idlg", "mia_loss"))
 
 # one worker: the trained `cell` (tests/conftest.py) is shared with test_evasion
 pytestmark = pytest.mark.xdist_group("attacks")

@@ -395,7 +395,7 @@ def dp_fedavg_audit(noise_used: float, noise_accounted: float, seed: int = 0, ro
     `noise_accounted`. Without `canaries_in_sums` no canary ever reaches a sum (no leakage).
     scoring "rounds": `client_scores` of the per-round projections; "end": the projection of
     final - initial. Returns the audit, the accounted epsilon, the violation flag as
-    `run_privacy_audit` decides it, and the canaries."""
+    `fedsafe.attacks.audit.run` decides it, and the canaries."""
     from fedsafe.defenses.accounting import epsilon
     from fedsafe.defenses.dp_fedavg import DPFedAvg
 

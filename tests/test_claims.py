@@ -33,7 +33,7 @@ def summary(seeds=(0, 1, 2), cells=CELLS, jitter=0.003):
 
 
 def verdicts(df):
-    metrics = cl.cell_metrics(df)
+    metrics = cl.replicate_metrics(df)
     return {c.id: cl.evaluate(c, metrics)[0] for c in cl.CLAIMS}
 
 

@@ -132,25 +132,23 @@ def test_every_model_takes_its_smallest_image():
 
     from fedsafe.models import MODELS, build_model
 
-    for name, spec in MODELS.items():
+    for name, entry in MODELS.entries.items():
         for channels in (1, 3):
-            model = build_model(name, channels, 3, spec.min_image_size).eval()
-            size = spec.min_image_size
+            model = build_model(name, channels, 3, entry.meta.min_image_size).eval()
+            size = entry.meta.min_image_size
             assert model(torch.rand(2, channels, size, size)).shape == (2, 3), name
 
 
 def test_dataset_options_match_the_loaders():
     """Each registry entry declares exactly the options its loader takes, with its defaults."""
     import inspect
-    from importlib import import_module
 
     from fedsafe.data.registry import DATASETS
 
-    for name, spec in DATASETS.items():
-        module, fn = spec.impl.split(":")
-        params = inspect.signature(getattr(import_module(module, "fedsafe.data"), fn)).parameters
+    for name, entry in DATASETS.entries.items():
+        params = inspect.signature(DATASETS.load(name)).parameters
         declared = {k: p.default for k, p in params.items() if k != "seed"}
-        assert declared == {k: o.default for k, o in spec.options.items()}, name
+        assert declared == {k: o.default for k, o in entry.options.items()}, name
 
 
 # ------------------------------------------------------------------------------------ fuzz
@@ -245,9 +243,9 @@ def test_config_readme_is_generated_from_schema_and_registries():
     from fedsafe.data.registry import DATASETS
 
     for registry in (DATASETS, ATTACKS):
-        for name, spec in registry.items():
+        for name, entry in registry.entries.items():
             assert f"**`{name}`**" in text
-            assert all(f"| `{o}` |" in text for o in spec.options)
+            assert all(f"| `{o}` |" in text for o in entry.options)
 
 
 def test_jobs_get_tracking_from_the_config_not_from_their_paths(tmp_path, monkeypatch):

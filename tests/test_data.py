@@ -10,7 +10,7 @@ from PIL import Image
 from fedsafe.data.loaders import load_image_folder, load_medmnist
 from fedsafe.data.partition import manifest, partition
 from fedsafe.data.prepare import load_prepared, prepare
-from fedsafe.data.registry import DATASETS, known_datasets, load_dataset
+from fedsafe.data.registry import DATASETS, load_dataset
 from fedsafe.data.synthetic import synthetic_brain_mri, synthetic_pathology
 
 SMALL = {"n_samples": 400}
@@ -28,8 +28,8 @@ def brain_set():
 
 # ------------------------------------------------------------------ registry
 def test_registry_lists_datasets_and_imports_light():
-    assert known_datasets() == sorted(["synthetic_pathology", "synthetic_brain_mri", "medmnist", "image_folder"])
-    assert all(spec.name == k and spec.description for k, spec in DATASETS.items())
+    assert DATASETS.known() == sorted(["synthetic_pathology", "synthetic_brain_mri", "medmnist", "image_folder"])
+    assert all(entry.doc for entry in DATASETS.entries.values())
     code = "import sys, fedsafe.data.registry; print(any(m in sys.modules for m in ('torch', 'skimage', 'PIL', 'medmnist')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -38,7 +38,7 @@ def test_registry_lists_datasets_and_imports_light():
 def test_registry_rejects_unknown_option_and_dataset():
     with pytest.raises(ValueError, match="n_sampels"):
         load_dataset("synthetic_pathology", {"n_sampels": 10}, 0)
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(ValueError, match="nope"):
         load_dataset("nope", {}, 0)
 
 

@@ -86,8 +86,8 @@ def test_contributing_worked_example_runs(monkeypatch):
     monkeypatch.setitem(sys.modules, module_name, module)
     exec(compile(blocks[module_file], module_file, "exec"), vars(module))
     for name, spec in entries.items():
-        assert name not in defenses.MECHANISMS, f"the example's id {name!r} is taken: rename it"
-        monkeypatch.setitem(defenses.MECHANISMS, name, spec)
+        assert name not in defenses.MECHANISMS.entries, f"the example's id {name!r} is taken: rename it"
+        monkeypatch.setitem(defenses.MECHANISMS.entries, name, spec)
     test_module = {}
     exec(compile(blocks["tests/test_defenses.py"], "CONTRIBUTING.md test", "exec"), test_module)
     tests = [f for name, f in test_module.items() if name.startswith("test_")]

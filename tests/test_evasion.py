@@ -10,10 +10,14 @@ from conftest import base_config
 from conftest import cell_context as _ctx
 
 from fedsafe import config as fc
-from fedsafe import results as fr
 from fedsafe import robustness as rb
+from fedsafe.attacks import ATTACKS
 from fedsafe.attacks.context import AttackContext
-from fedsafe.attacks.evasion import run_apgd, run_autoattack, run_cw, run_fgsm, run_pgd, run_square
+from fedsafe.results.intervals import stats_table
+from fedsafe.results.tables import _long
+
+run_fgsm, run_pgd, run_apgd, run_cw, run_square, run_autoattack = (
+    ATTACKS.load(k) for k in ("fgsm", "pgd", "apgd", "cw", "square", "autoattack"))
 
 pytestmark = pytest.mark.xdist_group("attacks")  # shares the trained `cell` with test_attacks
 
@@ -178,8 +182,8 @@ def test_one_class_model_is_not_trained_and_never_best():
     summary = rb.add_flags(pd.DataFrame(rows))
     flags = summary.drop_duplicates("defense").set_index("defense")["flags"]
     assert flags["one_class"] == "not trained" and flags["none"] == ""
-    long = fr._long(summary.assign(attack="worst_case"), "robust_accuracy", "robust acc.")
-    text, best = fr.stats_table(long, rb.flags_by_point(summary))
+    long = _long(summary.assign(attack="worst_case"), "robust_accuracy", "robust acc.")
+    text, best = stats_table(long, rb.flags_by_point(summary))
     text, best = rb.with_flags(text, best, rb.flags_by_point(summary))
     row = text.index[text["defense"] == "one_class"][0]
     assert not best.loc[row].any() and text.loc[row, "flags"] == "not trained"

@@ -94,7 +94,7 @@ def test_secagg_federation_gives_the_plain_model_and_hides_updates(runs):
     # models after it differ by that quantisation alone. Round 2 trains from those slightly
     # different models, and one epoch of SGD carries the difference on: there the aggregates
     # and the final models agree to 1e-3 (measured up to about 1e-4 over repeated runs).
-    opts = MECHANISMS["secagg"].options
+    opts = MECHANISMS.options("secagg")
     step = 2 * opts["clipping_range"].default / opts["quantization_range"].default
     for k in plain:
         assert torch.allclose(sec_ckpt[1][k], plain_ckpt[1][k], atol=2 * step, rtol=0)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedsafe.attacks import ATTACKS
 from fedsafe.attacks.fedavg_inversion import (
     ClientTraining,
     reconstruct_fedavg,
@@ -23,6 +24,7 @@ from fedsafe.metrics import image_metrics, matched_image_metrics
 from fedsafe.models import build_model
 
 N_CLASSES = 10
+run_fedavg = ATTACKS.load("fedavg")
 
 
 class LeNet(nn.Module):
@@ -384,7 +386,7 @@ def test_replayed_single_gradient_uses_the_rounds_own_noise(federations):
 
 @FEDERATIONS
 def test_under_secagg_the_attack_sees_only_the_aggregate(federations):
-    from fedsafe.attacks.gradient_inversion import run_fedavg, server_view
+    from fedsafe.attacks.gradient_inversion import server_view
 
     ctx, sent = federations["secagg"]
     assert all(u is None for u in ctx.observed[1]["updates"])
@@ -405,7 +407,6 @@ def _random_ssim(ctx, client=0):
 
 @FEDERATIONS
 def test_fedavg_attack_leaks_undefended_and_not_under_strong_dp_sgd(federations):
-    from fedsafe.attacks.gradient_inversion import run_fedavg
 
     opts = {"iterations": 300, "restarts": 2, "tv_weight": 1e-3}
     plain = run_fedavg(federations["none"][0], opts)[0]
@@ -421,7 +422,6 @@ def test_fedavg_attack_leaks_undefended_and_not_under_strong_dp_sgd(federations)
 
 @FEDERATIONS
 def test_client_with_too_many_images_is_skipped_not_faked(federations):
-    from fedsafe.attacks.gradient_inversion import run_fedavg
 
     row = run_fedavg(federations["none"][0], {"max_images": 2})[0]
     assert row["n_images"] == 0 and "max_images" in row["skipped"] and "ssim" not in row
@@ -460,7 +460,7 @@ def test_tradeoff_takes_the_worst_case_per_image_over_inversion_attacks():
 
     import pandas as pd
 
-    from fedsafe.results import inversion_worst_case
+    from fedsafe.results.tables import inversion_worst_case
 
     cell = {"dataset": "d", "defense": "none", "noise_multiplier": 0.0, "seed": 0}
     rows = [{**cell, "attack": "a", "ssim": 0.5, "image_ssim": json.dumps({"0": 0.9, "1": 0.1})},
@@ -476,7 +476,6 @@ def test_round_the_server_never_saw_is_skipped_with_the_reason(federations):
     can leave a round empty: the attack says so instead of failing the job."""
     from dataclasses import replace
 
-    from fedsafe.attacks.gradient_inversion import run_fedavg
 
     ctx = federations["none"][0]
     stopped = {"before_round": 1, "reason": "budget: round 1 would exceed the target"}

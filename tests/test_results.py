@@ -16,9 +16,10 @@ import pytest
 from conftest import base_config, snakemake
 
 from fedsafe import config as fc
-from fedsafe import results as fr
 from fedsafe.files import write_json
 from fedsafe.plots import write_plots
+from fedsafe.results.render import convergence_section, write_tables
+from fedsafe.results.summary import expected_jobs, summarise
 
 pytestmark = pytest.mark.xdist_group("results")  # one worker: the tiny run is shared
 
@@ -40,7 +41,7 @@ def fake_grid(results, seeds=(0, 1)):
                       attacks={"fgsm": {"options": {"eps": [0.0, 0.05]}}, "pgd": {}})
     fc.validate(cfg)
     cell = "{dataset}/{defense}/noise_{noise}/seed_{seed}"
-    expected = fr.expected_jobs(cfg, f"{results}/train/{cell}/train.json",
+    expected = expected_jobs(cfg, f"{results}/train/{cell}/train.json",
                                 f"{results}/attacks/{cell}/{{attack}}.json")
     for job in expected:
         spec, n = job["spec"], job["spec"]["noise"]
@@ -65,7 +66,7 @@ def fake_grid(results, seeds=(0, 1)):
 
 def test_summary_lists_missing_and_stale_jobs(tmp_path):
     expected = fake_grid(tmp_path)
-    summary, missing = fr.summarise(expected, "abc")
+    summary, missing = summarise(expected, "abc")
     assert missing.empty
     # 3 cells x 2 seeds x (fgsm 2 eps + pgd 2 eps + dlg + mia)
     assert len(summary) == 6 * 6
@@ -79,17 +80,17 @@ def test_summary_lists_missing_and_stale_jobs(tmp_path):
     stale["spec"]["federation"]["rounds"] = 99  # written by an older config
     write_json(stale, expected[0]["file"])
     Path(expected[1]["attacks"][0]["file"]).unlink()  # a failed attack job
-    summary, missing = fr.summarise(expected, "abc")
+    summary, missing = summarise(expected, "abc")
     assert (missing["status"] == "stale").sum() == 1
     assert (missing["status"] == "missing").sum() == 1
     assert len(summary) == 6 * 6 - 6 - 2
 
 
 def test_tables_and_plots(tmp_path):
-    summary, missing = fr.summarise(fake_grid(tmp_path / "r"), "abc")
+    summary, missing = summarise(fake_grid(tmp_path / "r"), "abc")
     summary.to_csv(tmp_path / "summary.csv", index=False)
     missing.iloc[0:0].to_csv(tmp_path / "missing.csv", index=False)
-    paths = fr.write_tables(tmp_path / "summary.csv", tmp_path / "missing.csv", tmp_path / "t")
+    paths = write_tables(tmp_path / "summary.csv", tmp_path / "missing.csv", tmp_path / "t")
     fedsafe = paths["fedsafe"]["md"].read_text()
     assert "ASR fgsm" in fedsafe and "transfer pgd" in fedsafe and "eps=0 " not in fedsafe
     # two seeds that agree exactly, each with its sampling error: no cell of this table is
@@ -197,9 +198,9 @@ def test_convergence_section_names_undefended_cells_still_moving():
             for d, n, changes in (("none", 0.0, (0.002, 0.004)), ("weight_noise", 5e-5,
                                                                     (0.03, 0.001)))
             for s, c in enumerate(changes)]
-    text = fr.convergence_section(pd.DataFrame(rows))
+    text = convergence_section(pd.DataFrame(rows))
     assert "every undefended cell settled" in text and "0.030" in text  # worst seed shown
     assert "| 5e-05 " in text  # a small noise level as written, not rounded to 0.000
     rows[1]["last_round_change"] = 0.012
-    assert "still moving" in fr.convergence_section(pd.DataFrame(rows))
-    assert fr.convergence_section(pd.DataFrame([{"dataset": "d"}])) == ""
+    assert "still moving" in convergence_section(pd.DataFrame(rows))
+    assert convergence_section(pd.DataFrame([{"dataset": "d"}])) == ""

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsafe import results as fr
+from fedsafe.results.intervals import stats_table
 from fedsafe.stats import best_set, interval, paired_difference, significantly_different
 
 
@@ -54,7 +54,7 @@ def test_tables_do_not_bold_a_difference_within_noise():
              "value": v, "column": "clean acc.", "metric": "clean_accuracy"}
             for defense, values in {"x": [0.72, 0.80, 0.75], "y": [0.76, 0.71, 0.74]}.items()
             for s, v in enumerate(values)]
-    text, best = fr.stats_table(pd.DataFrame(rows))
+    text, best = stats_table(pd.DataFrame(rows))
     # x is ahead on average, not significantly: they tie, and a column where every cell ties has
     # no bold (it used to mark both, which says nothing and flipped between machines)
     assert not best["clean acc."].any()
@@ -68,7 +68,7 @@ def test_a_column_with_one_cell_is_not_bold_and_client_robustness_is_higher_bett
                 ("epsilon", "epsilon", {"dp_sgd": 7.0}),  # only one cell has an epsilon
                 ("client robust acc.", "client_robust_accuracy", {"dp_sgd": 0.1, "none": 0.3}))
             for defense, v in cells.items() for s in range(3)]
-    text, best = fr.stats_table(pd.DataFrame(rows))
+    text, best = stats_table(pd.DataFrame(rows))
     assert not best["epsilon"].any()
     assert best.set_index(text["defense"])["client robust acc."].to_dict() == {"dp_sgd": False,
                                                                                "none": True}

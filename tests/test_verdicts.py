@@ -10,8 +10,11 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from fedsafe import claims as cl
-from fedsafe import results as fr
 from fedsafe import stats
+from fedsafe.results.intervals import stats_table
+from fedsafe.results.sampling import sampling_se
+from fedsafe.results.summary import _train_row
+from fedsafe.results.tables import fedsafe_long, medpfl_long, tradeoff_long
 
 PARTS = {"none": ("none", "none: no defense", np.nan),
          "weight_noise": ("weight_noise", "none: heuristic", np.nan),
@@ -23,7 +26,7 @@ BY_ID = {c.id: c for c in cl.CLAIMS}
 
 def seed_cell(dataset, defense, noise, seed, clean=0.8, robust=None, transfer=None, ssim=None,
               auc=None, n=10_000, auc_width=0.004):
-    """The summary rows of one seed-cell, as `fedsafe.results.summarise` writes them."""
+    """The summary rows of one replicate, as `fedsafe.results.summary.summarise` writes them."""
     parts, guarantee, eps = PARTS[defense]
     base = {"config_hash": "h", "dataset": dataset, "defense": defense,
             "noise_multiplier": noise, "seed": seed, "defense_parts": parts,
@@ -73,7 +76,7 @@ def test_three_identical_per_seed_differences_are_not_significant():
                ("d", "weight_noise", 0.02): {"robust": 0.507, "n": 150}})
     r = verdicts(df)["fedsafe-noise-robustness"]
     assert r.verdict == cl.INCONCLUSIVE and r.rows[0]["high"] - r.rows[0]["low"] > 0.05
-    costs = cl.cost_table(cl.cell_metrics(df))
+    costs = cl.cost_table(cl.replicate_metrics(df))
     assert not costs["significant"].any()
     assert "+0.007 [+0.007, +0.007]" not in cl.report(df)
 
@@ -95,22 +98,22 @@ def test_sampling_errors_come_from_the_summary_columns():
         {"auc": 0.6, "auc_ci_low": 0.55, "auc_ci_high": 0.65},
         {"ssim": 0.5, "image_ssim": json.dumps({"0": 0.4, "1": 0.6})},
         {"ssim": 0.5, "image_ssim": json.dumps({str(i): 0.3 + 0.02 * i for i in range(20)})}])
-    clean = fr.sampling_se(df, "clean_accuracy")
+    clean = sampling_se(df, "clean_accuracy")
     assert clean[0] == pytest.approx(stats.binomial_se(0.8, 400)) and math.isnan(clean[1])
-    assert fr.sampling_se(df, "auc")[2] == pytest.approx(0.1 / (2 * 1.959964), rel=1e-4)
+    assert sampling_se(df, "auc")[2] == pytest.approx(0.1 / (2 * 1.959964), rel=1e-4)
     # two images cannot measure their own spread: the bound 0.5 / sqrt(n) of any [0, 1] score
-    assert fr.sampling_se(df, "ssim")[3] == pytest.approx(0.5 / np.sqrt(2))
+    assert sampling_se(df, "ssim")[3] == pytest.approx(0.5 / np.sqrt(2))
     many = [0.3 + 0.02 * i for i in range(20)]
-    assert fr.sampling_se(df, "ssim")[4] == pytest.approx(np.std(many, ddof=1) / np.sqrt(20))
-    assert (fr.sampling_se(df, "psnr") == 0).all()  # no sampling model: seeds alone
+    assert sampling_se(df, "ssim")[4] == pytest.approx(np.std(many, ddof=1) / np.sqrt(20))
+    assert (sampling_se(df, "psnr") == 0).all()  # no sampling model: seeds alone
     # an unknown error is the documented floor, never zero
     assert stats.estimate([0.7, 0.7, 0.7], [np.nan] * 3).se == pytest.approx(
         stats.UNKNOWN_SE / math.sqrt(3))
     train = {"spec": {"dataset": "d", "defense": "none", "noise": 0.0, "seed": 0, "parts": ["none"],
                       "federation": {"lr": 0.1}}, "guarantee": "none", "rounds": 1,
              "clean_accuracy": 0.8, "train_seconds": 1.0}
-    assert fr._train_row(train)["n_test"] is None
-    assert fr._train_row({**train, "n_test": 400})["n_test"] == 400
+    assert _train_row(train)["n_test"] is None
+    assert _train_row({**train, "n_test": 400})["n_test"] == 400
 
 
 def test_holm_matches_statsmodels():
@@ -312,8 +315,8 @@ def test_no_printed_limit_leaves_the_range():
         assert low <= float(lo) <= float(mean) <= float(hi) <= high, (mean, lo, hi)
     assert "1.000]" in text  # clipped, not past 1
     df = df.assign(flags="")
-    for long in (fr.fedsafe_long(df), fr.tradeoff_long(df), fr.medpfl_long(df)):
-        table, _ = fr.stats_table(long)
+    for long in (fedsafe_long(df), tradeoff_long(df), medpfl_long(df)):
+        table, _ = stats_table(long)
         for column in table.columns[3:]:
             if column == "epsilon":  # not a share
                 continue
@@ -322,7 +325,7 @@ def test_no_printed_limit_leaves_the_range():
                     assert 0 <= float(lo) <= float(hi) <= 1, (column, cell)
                 for mean, half in PLUS_MINUS.findall(cell):
                     assert 0 <= float(mean) - float(half) and float(mean) + float(half) <= 1, cell
-    assert any("[" in c for c in fr.stats_table(fr.tradeoff_long(df))[0]["recon. SSIM"])
+    assert any("[" in c for c in stats_table(tradeoff_long(df))[0]["recon. SSIM"])
 
 
 # ---- bold marks ----
@@ -343,15 +346,15 @@ def test_a_single_seed_cell_neither_wins_nor_hides_a_tie():
 
 
 def test_a_column_where_every_cell_ties_has_no_bold():
-    _, best = fr.stats_table(_long({"a": [0.0, 0.0, 0.0], "b": [0.0, 0.0, 0.0],
+    _, best = stats_table(_long({"a": [0.0, 0.0, 0.0], "b": [0.0, 0.0, 0.0],
                                     "c": [0.0, 0.01, 0.0]}))
     assert not best["robust acc."].any()  # e.g. robust accuracy 0.000 everywhere
     # a cell not significantly worse than the best stays bold; a clearly worse one does not
-    _, best = fr.stats_table(_long({"a": [0.50, 0.52, 0.51], "b": [0.49, 0.53, 0.50],
+    _, best = stats_table(_long({"a": [0.50, 0.52, 0.51], "b": [0.49, 0.53, 0.50],
                                     "c": [0.10, 0.11, 0.12]}))
     assert best["robust acc."].tolist() == [True, True, False]
     # one seed: nothing is bold
-    _, best = fr.stats_table(_long({"a": [0.9], "b": [0.1]}))
+    _, best = stats_table(_long({"a": [0.9], "b": [0.1]}))
     assert not best["robust acc."].any()
 
 

@@ -40,7 +40,9 @@ import numpy as np
 import pandas as pd
 
 from fedsafe import stats
-from fedsafe.results import inversion_worst_case, sampling_se
+from fedsafe.grid_keys import REPLICATE
+from fedsafe.results.sampling import sampling_se
+from fedsafe.results.tables import inversion_worst_case
 from fedsafe.stats import ALPHA
 
 SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE, UNTESTED = (
@@ -52,7 +54,6 @@ MARGIN = 0.05  # accuracy points a defense may lose and still be "close" / "chea
 # for at least this much: more than a transfer rate's cross-machine drift (stats.DRIFT, 0.040), so
 # no verdict can rest on an effect that a change of machine produces.
 MIN_TRANSFER_EFFECT = 0.05
-CELL = ["dataset", "defense", "noise_multiplier"]
 NAMES = {"clean": "clean accuracy", "robust": "robust accuracy", "transfer": "transfer rate",
          "ssim": "SSIM", "auc": "AUC"}
 
@@ -100,7 +101,7 @@ class Claim:
         return stats.EQUIVALENCE_MARGIN[self.metric] if self.equivalence else None
 
 
-# ---- per seed-cell metrics: one value per (dataset, defense, noise, seed[, eps]) ----
+# ---- per replicate metrics: one value per (dataset, defense, noise, seed[, eps]) ----
 
 def _evasion(df):
     """Evasion rows with eps > 0, below the large-eps sanity budget; only the per-sample worst
@@ -121,7 +122,7 @@ def _transfer_rows(df):
 
 
 def _one(frame: pd.DataFrame, keys: list, column: str, how: str) -> pd.DataFrame:
-    """One value per key (seed-cell and setting) with its sampling error `se`: the row with the
+    """One value per key (replicate and setting) with its sampling error `se`: the row with the
     lowest or highest value (`min`, `max`), or the mean over rows (`mean`; their error as if fully
     correlated: they share the images)."""
     if column not in frame:
@@ -137,11 +138,11 @@ def _one(frame: pd.DataFrame, keys: list, column: str, how: str) -> pd.DataFrame
     return f.drop_duplicates(keys)[keys + ["value", "se"]]
 
 
-def cell_metrics(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per seed-cell values and their sampling errors (`value`, `se`), with a `setting` column
+def replicate_metrics(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per replicate values and their sampling errors (`value`, `se`), with a `setting` column
     (e.g. `eps=0.03`, or empty). A metric the grid lacks is an empty frame."""
-    keys = CELL + ["seed", "defense_parts", "guarantee", "epsilon", "lr"]
-    if df.empty or not set(CELL + ["seed"]) <= set(df):
+    keys = REPLICATE + ["defense_parts", "guarantee", "epsilon", "lr"]
+    if df.empty or not set(REPLICATE) <= set(df):
         return {}
     df = df.assign(defense_parts=df.get("defense_parts", df["defense"]),
                    guarantee=df.get("guarantee", "none"),
@@ -155,10 +156,10 @@ def cell_metrics(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
            "transfer": _one(_transfer_rows(df).assign(setting=eps), keys + ["setting"],
                             "transfer_rate", "mean"),
            "auc": _one(df[df["family"] == "membership"], keys, "auc", "max").assign(setting="")}
-    # per image, its best reconstruction over the cell's inversion attacks (the trade-off's SSIM)
+    # per image, its best reconstruction over the replicate's attacks (the trade-off's SSIM)
     ssim = inversion_worst_case(df[df["family"] == "inversion"])
     info = df.drop_duplicates(keys)[keys]
-    out["ssim"] = (ssim.drop(columns=["column", "metric"]).merge(info, on=CELL + ["seed"])
+    out["ssim"] = (ssim.drop(columns=["column", "metric"]).merge(info, on=REPLICATE)
                    .assign(setting="") if not ssim.empty else pd.DataFrame())
     return out
 
@@ -472,7 +473,7 @@ def assess(summary: pd.DataFrame, prestated: dict | None = None) -> list[Result]
     unknown = set(prestated or {}) - {c.id for c in CLAIMS}
     if unknown:
         raise ValueError(f"pre-stated levels for unknown claims: {sorted(unknown)}")
-    metrics = cell_metrics(summary)
+    metrics = replicate_metrics(summary)
     results = [_result(c, metrics, prestated) for c in CLAIMS]
     tested = [r for r in results if r.verdict != UNTESTED]
     for r, adjusted in zip(tested, stats.bh([r.p for r in tested])):  # no test (NaN) counts as 1
@@ -621,7 +622,7 @@ def report(summary: pd.DataFrame, prestated: dict | None = None) -> str:
         if not claim.baseline:
             cols.remove("against")
         sections.append(table[cols].to_markdown(index=False) + "\n")
-    costs = cost_table(cell_metrics(summary))
+    costs = cost_table(replicate_metrics(summary))
     sections.append("\n## What each defense costs (against no defense, paired by seed)\n\n"
                     "Exploratory: the intervals are each at 95% on their own; *significant* "
                     "applies Holm's correction across every row of this table.\n")

@@ -10,9 +10,10 @@ B/summary.csv` prints:
 import numpy as np
 import pandas as pd
 
+from fedsafe.grid_keys import CELL
 from fedsafe.stats import interval
 
-ROW = ["dataset", "defense", "noise_multiplier", "attack", "attack_param", "attack_value"]
+ROW = CELL + ["attack", "attack_param", "attack_value"]
 NOT_RESULTS = {"seed", "config_hash", "spec_hash", "rounds", "n_samples", "n_test", "train_seconds",
                "startup_seconds", "attack_seconds", "attack_job_seconds"}  # timings differ always
 

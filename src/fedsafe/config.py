@@ -12,14 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from fedsafe.attacks import ATTACKS, known_attacks
-from fedsafe.data.registry import DATASETS, known_datasets
-from fedsafe.defenses import MECHANISMS, has_noise, known_mechanisms
+from fedsafe.attacks import ATTACKS
+from fedsafe.data.registry import DATASETS
+from fedsafe.defenses import MECHANISMS, has_noise
 from fedsafe.defenses import check_options as check_defense_options
 from fedsafe.federation import clients_per_round
-from fedsafe.models import MODELS, known_models
-from fedsafe.options import check as check_options
-from fedsafe.options import resolve
+from fedsafe.models import MODELS
+from fedsafe.registry import UnknownId
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -84,9 +83,7 @@ def check(config: dict) -> None:
         for claim_id in config["claims"]:
             if claim_id not in known:
                 raise ConfigError(f"claims.{claim_id}: unknown claim; known: {known}")
-    if fed["model"] not in MODELS:
-        raise ConfigError(f"federation.model: unknown model {fed['model']!r}; known: "
-                          f"{known_models()}")
+    _entry(MODELS, fed["model"], "federation.model")
     for key in ("checkpoint_rounds", "observe_rounds"):
         beyond = [r for r in fed[key] if r > fed["rounds"]]
         if beyond:
@@ -94,11 +91,10 @@ def check(config: dict) -> None:
                               f"({fed['rounds']})")
     for name, ds in config["datasets"].items():
         source = ds.get("source", name)
-        if source not in DATASETS:
-            raise ConfigError(f"datasets.{name}: unknown dataset {source!r} (set `source:` to one "
-                              f"of {known_datasets()})")
+        _entry(DATASETS, source, f"datasets.{name}.source" if "source" in ds else
+               f"datasets.{name}")
         try:
-            check_options(f"datasets.{name}.options", DATASETS[source].options, ds["options"])
+            DATASETS.check_options(source, ds["options"], f"datasets.{name}.options")
         except ValueError as e:
             raise ConfigError(str(e)) from None
         _check_fits(config, name)
@@ -107,10 +103,7 @@ def check(config: dict) -> None:
     for name, d in config["defenses"].items():
         parts = defense_parts(config, name)
         for p in parts:
-            if p not in MECHANISMS:
-                key = f"defenses.{name}.parts" if "parts" in d else f"defenses.{name}"
-                raise ConfigError(f"{key}: unknown defense {p!r}; known: {known_mechanisms()} "
-                                  "(combine them with `parts:`)")
+            _entry(MECHANISMS, p, f"defenses.{name}.parts" if "parts" in d else f"defenses.{name}")
         try:
             check_defense_options(name, parts, d.get("options", {}))
         except ValueError as e:
@@ -125,19 +118,26 @@ def check(config: dict) -> None:
     _check_audit(config)
     for name, a in config["attacks"].items():
         kind = a.get("type", name)
-        if kind not in ATTACKS:
-            key = f"attacks.{name}.type" if "type" in a else f"attacks.{name}"
-            raise ConfigError(f"{key}: unknown attack {kind!r}; known: {known_attacks()}")
+        entry = _entry(ATTACKS, kind, f"attacks.{name}.type" if "type" in a else f"attacks.{name}")
         try:
-            check_options(f"attacks.{name}.options", ATTACKS[kind].options, a.get("options", {}))
+            ATTACKS.check_options(kind, a.get("options", {}), f"attacks.{name}.options")
         except ValueError as e:
             raise ConfigError(str(e)) from None
         unknown = [d for d in a.get("datasets", []) if d not in config["datasets"]]
         if unknown:
             raise ConfigError(f"attacks.{name}.datasets: {unknown} not in datasets "
                               f"{sorted(config['datasets'])}")
-        if ATTACKS[kind].family == "inversion":
+        if entry.meta.family == "inversion":
             _check_inversion_round(config, name, a.get("options", {}))
+
+
+def _entry(registry, name: str, where: str):
+    """The registry's entry `name`; an unknown id is a ConfigError naming `where` and the known
+    ids."""
+    try:
+        return registry.get(name, where)
+    except UnknownId as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_audit(config: dict) -> None:
@@ -168,8 +168,8 @@ def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
         raise ConfigError(f"attacks.{attack}.options.round: round {rnd} is not observed; "
                           f"federation.observe_rounds within the {fed.get('rounds', 5)} rounds: "
                           f"{observed}")
-    if options.get("observation") == "gradient" and ATTACKS[config["attacks"][attack].get(
-            "type", attack)].impl.endswith("run_fedavg"):
+    if options.get("observation") == "gradient" and ATTACKS.get(config["attacks"][attack].get(
+            "type", attack)).meta.update_only:
         raise ConfigError(f"attacks.{attack}.options.observation: the multi-step attack inverts "
                           "the recorded update (observation: update)")
 
@@ -188,18 +188,19 @@ def _check_secagg_clients(config: dict, defense: str) -> None:
 def _check_fits(config: dict, name: str) -> None:
     """The images fit the model, and every client can get at least one training image."""
     ds = config["datasets"][name]
-    spec, model = DATASETS[ds.get("source", name)], config["federation"]["model"]
-    size, smallest = spec.image_size(ds["options"]), MODELS[model].min_image_size
+    source, model = ds.get("source", name), config["federation"]["model"]
+    meta, options = DATASETS.get(source).meta, DATASETS.resolve(source, ds["options"])
+    size, smallest = options[meta.size_option], MODELS.get(model).meta.min_image_size
     if size < smallest:
-        raise ConfigError(f"datasets.{name}.options.{spec.size_option}: {size} is smaller than "
+        raise ConfigError(f"datasets.{name}.options.{meta.size_option}: {size} is smaller than "
                           f"federation.model {model} takes ({smallest})")
-    n = spec.max_samples(ds["options"])
+    n = options[meta.samples_option] if meta.samples_option else None
     if n is not None:
-        test = resolve(spec.options, ds["options"]).get("test_fraction", 0.0)
+        test = options.get("test_fraction", 0.0)
         pool = int(n * (1 - test) * (1 - ds["holdout_fraction"]))
         if ds["n_clients"] > pool:
             raise ConfigError(f"datasets.{name}.n_clients: {ds['n_clients']} clients but at most "
-                              f"{pool} training images to share ({spec.samples_option} {n})")
+                              f"{pool} training images to share ({meta.samples_option} {n})")
 
 
 def _check_packages(name: str, ds: dict) -> None:
@@ -291,7 +292,7 @@ def cell_attacks(config: dict, dataset: str, defense: str, noise) -> list[str]:
 
 
 def needs_reference(config: dict, attack: str) -> bool:
-    return ATTACKS[config["attacks"][attack].get("type", attack)].needs_reference
+    return ATTACKS.get(config["attacks"][attack].get("type", attack)).meta.needs_reference
 
 
 def reference_spec(config: dict, dataset: str, seed: int | str) -> dict:
@@ -306,7 +307,7 @@ def reference_spec(config: dict, dataset: str, seed: int | str) -> dict:
 def attack_spec(config: dict, attack: str) -> dict:
     a = config["attacks"][attack]
     kind = a.get("type", attack)
-    return {"attack": attack, "type": kind, "options": resolve(ATTACKS[kind].options, a["options"])}
+    return {"attack": attack, "type": kind, "options": ATTACKS.resolve(kind, a["options"])}
 
 
 # Keys that change where results are reported, never what they are: not hashed into the results'

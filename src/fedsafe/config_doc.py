@@ -13,6 +13,7 @@ from fedsafe.data.registry import DATASETS
 from fedsafe.defenses import MECHANISMS
 from fedsafe.models import MODELS
 from fedsafe.options import Option
+from fedsafe.registry import Registry
 
 HEADER = """# Configuration
 
@@ -99,13 +100,13 @@ def _option_rows(options: dict[str, Option]) -> list[str]:
     return rows
 
 
-def _registry(title: str, key: str, entries: dict, describe) -> list[str]:
+def _registry(title: str, key: str, registry: Registry, describe) -> list[str]:
     out = [f"### `{key}`: {title}", ""]
-    for name, spec in entries.items():
-        out += [f"**`{name}`**: {_cell(describe(spec))}", ""]
-        if spec.options:
+    for name, entry in registry.entries.items():
+        out += [f"**`{name}`**: {_cell(describe(entry))}", ""]
+        if entry.options:
             out += ["| option | type | default | allowed | meaning |", "|---|---|---|---|---|",
-                    *_option_rows(spec.options), ""]
+                    *_option_rows(entry.options), ""]
         else:
             out += ["No options.", ""]
     return out
@@ -122,17 +123,19 @@ def render() -> str:
            "(`fedsafe.options.Option`: default, type, range, choices); a defense with several "
            "`parts` takes the options of all of them. Ranges read `low <= value <= high` (`<` "
            "where open).", ""]
-    out += _registry("datasets (`datasets.<id>.source`, src/fedsafe/data/registry.py)",
-                     "datasets.<id>.options", DATASETS, lambda s: s.description)
-    out += _registry("defense mechanisms (`defenses.<id>.parts`, src/fedsafe/defenses/)",
+    out += _registry(f"datasets (`{DATASETS.key}`, src/fedsafe/data/registry.py)",
+                     "datasets.<id>.options", DATASETS, lambda e: e.doc)
+    out += _registry(f"defense mechanisms (`{MECHANISMS.key}`, src/fedsafe/defenses/)",
                      "defenses.<id>.options", MECHANISMS,
-                     lambda s: f"noise multiplier: {s.noise_meaning}; guarantee: {s.guarantee}")
-    out += _registry("attacks (`attacks.<id>.type`, src/fedsafe/attacks/__init__.py)",
+                     lambda e: f"noise multiplier: {e.meta.noise_meaning}; guarantee: "
+                               f"{e.meta.guarantee}")
+    out += _registry(f"attacks (`{ATTACKS.key}`, src/fedsafe/attacks/__init__.py)",
                      "attacks.<id>.options", ATTACKS,
-                     lambda s: f"{s.family}; {s.threat_model}")
-    out += ["### `federation.model`: models (src/fedsafe/models.py)", "",
+                     lambda e: f"{e.meta.family}; {e.meta.threat_model}")
+    out += [f"### `{MODELS.key}`: models (src/fedsafe/models.py)", "",
             "| model | smallest image side | what |", "|---|---|---|",
-            *[f"| `{k}` | {m.min_image_size} | {_cell(m.doc)} |" for k, m in MODELS.items()], ""]
+            *[f"| `{k}` | {m.meta.min_image_size} | {_cell(m.doc)} |"
+              for k, m in MODELS.entries.items()], ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -131,8 +131,8 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     for row in rows:
         log.info("  %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     result = {"cell": cell, "attack": attack_spec["attack"], "type": kind,
-              "family": ATTACKS[kind].family, "options": attack_spec["options"], "rows": rows,
-              "seconds": time.time() - t0}
+              "family": ATTACKS.get(kind).meta.family, "options": attack_spec["options"],
+              "rows": rows, "seconds": time.time() - t0}
     write_json(result, out_json)
     if tracked:
         log_call("log_attack", tracked["uri"], tracked["experiment"], result, train_spec,
@@ -144,7 +144,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
 def aggregate(expected: list[dict], config_hash: str, csv: str, parquet: str,
               missing: str) -> None:
     """summary.csv (and .parquet) from every job file of the grid; missing.csv lists the rest."""
-    from fedsafe.results import summarise
+    from fedsafe.results.summary import summarise
 
     summary, problems = summarise(expected, config_hash)
     summary.to_csv(csv, index=False)
@@ -156,7 +156,7 @@ def aggregate(expected: list[dict], config_hash: str, csv: str, parquet: str,
 
 
 def tables(summary: str, missing: str, out_dir: str) -> None:
-    from fedsafe.results import write_tables
+    from fedsafe.results.render import write_tables
 
     write_tables(summary, missing, Path(out_dir))
 

@@ -6,36 +6,29 @@ To add a model: write `builder(channels, num_classes, image_size) -> nn.Module` 
 """
 
 from dataclasses import dataclass
-from importlib import import_module
+
+from fedsafe.registry import Entry, Registry
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    impl: str  # "module:function"
+class ModelMeta:
     min_image_size: int  # smallest image side the layers accept (checked against each dataset)
-    doc: str = ""
 
 
-MODELS: dict[str, ModelSpec] = {
-    "small_cnn": ModelSpec("fedsafe.nets:small_cnn", 8, "3 conv blocks (2 strided), linear head; "
-                           "the default for 32x32"),
-    "lenet": ModelSpec("fedsafe.nets:lenet", 8, "the DLG/iDLG/MedPFL sigmoid LeNet"),
-    "fedsafe_cnn": ModelSpec("fedsafe.nets:fedsafe_cnn", 8, "Fed-Safe's 6-conv CNN (three 2x2 "
-                             "max-pools)"),
-    "resnet18": ModelSpec("fedsafe.nets:resnet18", 16, "ResNet-18 with GroupNorm, for larger "
-                          "images (e.g. 224x224)"),
-}
-
-
-def known_models() -> list[str]:
-    return sorted(MODELS)
+MODELS = Registry("federation.model", "model", {
+    "small_cnn": Entry("fedsafe.nets:small_cnn", meta=ModelMeta(8),
+                       doc="3 conv blocks (2 strided), linear head; the default for 32x32"),
+    "lenet": Entry("fedsafe.nets:lenet", meta=ModelMeta(8),
+                   doc="the DLG/iDLG/MedPFL sigmoid LeNet"),
+    "fedsafe_cnn": Entry("fedsafe.nets:fedsafe_cnn", meta=ModelMeta(8),
+                         doc="Fed-Safe's 6-conv CNN (three 2x2 max-pools)"),
+    "resnet18": Entry("fedsafe.nets:resnet18", meta=ModelMeta(16),
+                      doc="ResNet-18 with GroupNorm, for larger images (e.g. 224x224)"),
+})
 
 
 def build_model(name: str, channels: int, num_classes: int, image_size: int):
-    if name not in MODELS:
-        raise ValueError(f"federation.model: unknown model {name!r}; known: {known_models()}")
-    module, fn = MODELS[name].impl.split(":")
-    return getattr(import_module(module), fn)(channels, num_classes, image_size)
+    return MODELS.load(name)(channels, num_classes, image_size)
 
 
 def build_model_for(name: str, manifest: dict):

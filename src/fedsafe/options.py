@@ -1,8 +1,9 @@
 """One shape for every registry's options (datasets, defenses, attacks, models).
 
-An entry declares its options as `{name: Option(default, type, range or choices, doc)}`, like
-Opacus's accountant registry; `check` reads those declarations at parse time and names the
-offending key (`attacks.pgd.options.stepz: unknown option ...`). Imports nothing heavy.
+A registry entry (`fedsafe.registry.Entry`) declares its options as `{name: Option(default, type,
+range or choices, doc)}`, like Opacus's accountant registry; `check` reads those declarations at
+parse time and names the offending key (`attacks.pgd.options.stepz: unknown option ...`).
+Imports nothing heavy.
 """
 
 from dataclasses import dataclass
@@ -68,10 +69,6 @@ def check(prefix: str, specs: dict[str, Option], values: dict) -> None:
         specs[key].check(f"{prefix}.{key}", value)
 
 
-def defaults(specs: dict[str, Option]) -> dict:
-    return {k: o.default for k, o in specs.items()}
-
-
 def resolve(specs: dict[str, Option], values: dict) -> dict:
     """The declared defaults, overridden by the given values (checked by `check` beforehand)."""
-    return {**defaults(specs), **values}
+    return {**{k: o.default for k, o in specs.items()}, **values}

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from fedsafe.results import CELL_COLUMNS, KEYS, _family, _worst_case  # noqa: E402
+from fedsafe.grid_keys import CELL, REPLICATE  # noqa: E402
+from fedsafe.results.tables import family, worst_case  # noqa: E402
 from fedsafe.robustness import flag_text  # noqa: E402
 
 PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
@@ -31,15 +32,15 @@ def _empty(stem: Path, message: str) -> None:
     _save(fig, stem)
 
 
-def _per_cell(frame: pd.DataFrame, metric: str, how: str = "mean") -> pd.DataFrame:
-    """One value per seed-cell (worst case or mean over attack settings)."""
-    return frame.groupby(CELL_COLUMNS, as_index=False)[metric].agg(how)
+def _per_replicate(frame: pd.DataFrame, metric: str, how: str = "mean") -> pd.DataFrame:
+    """One value per replicate (worst case or mean over attack settings)."""
+    return frame.groupby(REPLICATE, as_index=False)[metric].agg(how)
 
 
 def _seed_stats(frame: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     """Mean over seeds, and `down`/`up`: the distances from the mean to the limits of its 95% t
     interval, clipped to the metric's range as the tables clip them (0 with one seed)."""
-    from fedsafe.results import METRIC_KIND
+    from fedsafe.results.columns import METRIC_KIND
     from fedsafe.stats import bounds, interval
 
     within = bounds(METRIC_KIND.get(metric))
@@ -58,10 +59,11 @@ def _err(frame: pd.DataFrame, key) -> list[list[float]]:
     return [[frame.loc[key, "down"]], [frame.loc[key, "up"]]]
 
 
-def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, stem: Path) -> None:
+def metric_vs_noise(replicates: pd.DataFrame, metric: str, line: str, ylabel: str,
+                    stem: Path) -> None:
     """One panel per noisy defense: `metric` against its noise multiplier, one line per `line`
     value; defenses without noise (e.g. `none`) are dashed reference lines in every panel."""
-    stats = _seed_stats(cells, KEYS + [line] if line not in KEYS else KEYS, metric)
+    stats = _seed_stats(replicates, CELL + [line] if line not in CELL else CELL, metric)
     noisy = sorted(stats.loc[stats["noise_multiplier"] > 0, "defense"].unique())
     flat = stats[~stats["defense"].isin(noisy)]
     fig, axes = plt.subplots(1, max(1, len(noisy)), figsize=(4.5 * max(1, len(noisy)), 3.6),
@@ -84,8 +86,8 @@ def metric_vs_noise(cells: pd.DataFrame, metric: str, line: str, ylabel: str, st
 
 def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
     """One panel per dataset, attack and norm; the `worst_case` panels (per sample, over every
-    evasion attack of a cell) are the robust accuracy to read."""
-    ev = _family(df, "evasion")
+    evasion attack of a replicate) are the robust accuracy to read."""
+    ev = family(df, "evasion")
     if ev.empty or "robust_accuracy" not in ev:
         return _empty(stem, "No evasion attack in this grid")
     norm = ev["norm"].fillna("Linf") if "norm" in ev else "Linf"
@@ -120,25 +122,25 @@ def robust_vs_eps(df: pd.DataFrame, stem: Path) -> None:
 def frontier(df: pd.DataFrame, stem: Path) -> None:
     """Privacy (epsilon, reconstruction SSIM) against utility (clean accuracy) and robustness
     (worst-case robust accuracy), one point per defense and noise multiplier."""
-    cells = df.drop_duplicates(CELL_COLUMNS)[CELL_COLUMNS + ["clean_accuracy", "epsilon"]]
-    for frame, metric, how in ((_worst_case(df), "robust_accuracy", "min"),
-                               (_family(df, "inversion"), "ssim", "max")):
+    reps = df.drop_duplicates(REPLICATE)[REPLICATE + ["clean_accuracy", "epsilon"]]
+    for frame, metric, how in ((worst_case(df), "robust_accuracy", "min"),
+                               (family(df, "inversion"), "ssim", "max")):
         if metric in frame and frame[metric].notna().any():
-            cells = cells.merge(_per_cell(frame, metric, how), on=CELL_COLUMNS, how="left")
-    cells["epsilon"] = pd.to_numeric(cells["epsilon"], errors="coerce").replace(np.inf, np.nan)
+            reps = reps.merge(_per_replicate(frame, metric, how), on=REPLICATE, how="left")
+    reps["epsilon"] = pd.to_numeric(reps["epsilon"], errors="coerce").replace(np.inf, np.nan)
     xs = [(m, label) for m, label in (("clean_accuracy", "clean accuracy"),
                                       ("robust_accuracy", "robust accuracy (worst case)"))
-          if m in cells]
+          if m in reps]
     ys = [(m, label) for m, label in (("epsilon", "privacy budget ε (lower = more private)"),
                                       ("ssim", "reconstruction SSIM (lower = more private)"))
-          if m in cells and cells[m].notna().any()]
+          if m in reps and reps[m].notna().any()]
     if not ys:
         return _empty(stem, "No privacy measure in this grid (no DP defense, no inversion attack)")
-    stats = {m: _seed_stats(cells, KEYS, m).set_index(KEYS) for m, _ in xs + ys}
+    stats = {m: _seed_stats(reps, CELL, m).set_index(CELL) for m, _ in xs + ys}
     fig, axes = plt.subplots(len(ys), len(xs), figsize=(5 * len(xs), 4 * len(ys)), squeeze=False,
                              layout="constrained")
-    defenses = sorted(cells["defense"].unique())
-    datasets = sorted(cells["dataset"].unique())
+    defenses = sorted(reps["defense"].unique())
+    datasets = sorted(reps["dataset"].unique())
     for row, (ym, ylabel) in enumerate(ys):
         for col, (xm, xlabel) in enumerate(xs):
             ax, x, y = axes[row][col], stats[xm], stats[ym]
@@ -174,7 +176,7 @@ def _audit_points(df: pd.DataFrame, ax, x: pd.DataFrame, datasets: list) -> None
     audit = df[df["attack_type"] == "privacy_audit"]
     if audit.empty:
         return
-    per = audit.groupby(KEYS).agg(low=("empirical_epsilon", "mean"), up=("epsilon", "mean"),
+    per = audit.groupby(CELL).agg(low=("empirical_epsilon", "mean"), up=("epsilon", "mean"),
                                   bad=("violation", "max"))
     for key, r in per.iterrows():
         if key not in x.index:
@@ -203,13 +205,12 @@ def write_plots(summary_csv: str | Path, out_dir: str | Path,
     from fedsafe.files import private_dir  # patients' images: owner-only
 
     private_dir(out / "reconstructions")
-    cells = df.drop_duplicates(CELL_COLUMNS)
-    metric_vs_noise(cells, "clean_accuracy", "dataset", "clean test accuracy",
-                    out / "accuracy_vs_noise")
+    metric_vs_noise(df.drop_duplicates(REPLICATE), "clean_accuracy", "dataset",
+                    "clean test accuracy", out / "accuracy_vs_noise")
     robust_vs_eps(df, out / "robust_vs_eps")
-    inv = _family(df, "inversion")
+    inv = family(df, "inversion")
     if "ssim" in inv and inv["ssim"].notna().any():
-        metric_vs_noise(inv.groupby(CELL_COLUMNS + ["attack"], as_index=False)["ssim"].mean(),
+        metric_vs_noise(inv.groupby(REPLICATE + ["attack"], as_index=False)["ssim"].mean(),
                         "ssim", "attack", "reconstruction SSIM", out / "ssim_vs_noise")
     else:
         _empty(out / "ssim_vs_noise", "No inversion attack in this grid")

@@ -15,6 +15,8 @@ under a header naming the command, the config file, its hash and the commit.
 import re
 from pathlib import Path
 
+from fedsafe.grid_keys import CELL
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = "config/config.yaml"
 PUBLISHED_CONFIG = "config/published.yaml"
@@ -71,7 +73,7 @@ def audit_table(summary_csv: Path) -> str:
     rows = ["| dataset | defense | noise | canaries | seeds | accounted ε (upper) | "
             "audit ε (95% lower) | lower / upper | provable at most | violations |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for (ds, defense, noise), g in audit.groupby(["dataset", "defense", "noise_multiplier"]):
+    for (ds, defense, noise), g in audit.groupby(CELL):
         level = g["audit_level"].iloc[0] if "audit_level" in g else "sample-level"
         n = int(g["attack_value"].iloc[0]) if "attack_value" in g else "-"
         rows.append(f"| {ds} | {defense} | {noise:g} | {n} {level} | {len(g)} | "

@@ -1,25 +1,26 @@
 """Evasion results read as a robustness reviewer would (RobustBench / AutoAttack practice).
 
-- Per-sample worst case: per cell, norm and eps, a test sample is robust only if it survives every
-  evasion attack run on the cell (the attack rows' masks, over the cell's fixed test subset). These
-  rows (attack `worst_case`) are the robust accuracy of the trade-off table and the plots, for the
-  global model and for the clients' received copies.
+- Per-sample worst case: per replicate, norm and eps, a test sample is robust only if it survives
+  every evasion attack run on the replicate (the attack rows' masks, over its fixed test subset).
+  These rows (attack `worst_case`) are the robust accuracy of the trade-off table and the plots,
+  for the global model and for the clients' received copies.
 - Flags that catch a fake defense (Croce et al. 2020, "Reliable evaluation ..."; Carlini et al.
   2019, "On evaluating adversarial robustness"): a black-box attack beating the white-box ones,
   robust accuracy rising with eps, robust accuracy above zero at a large eps, and a model whose
-  clean accuracy is not clearly above its test set's majority-class rate. A flagged cell is never
-  marked best in the tables.
+  clean accuracy is not clearly above its test set's majority-class rate. A cell with a flagged
+  replicate is never marked best in the tables.
 """
 
 import numpy as np
 import pandas as pd
+
+from fedsafe.grid_keys import CELL, REPLICATE
 
 MASKS = ("clean_mask", "robust_mask", "client_robust_masks")
 WORST = "worst_case"
 TOLERANCE = 0.02  # share of samples: differences below this are attack noise, not a symptom
 LARGE_EPS = {"Linf": 0.3}  # no classifier keeps a robust sample at this budget
 NOT_TRAINED_MARGIN = 0.05  # clean accuracy must beat the majority-class rate by this much
-CELL = ["dataset", "defense", "noise_multiplier", "seed"]
 
 
 def _mask(bits: str, n: int) -> np.ndarray:
@@ -31,7 +32,7 @@ def without_masks(row: dict) -> dict:
 
 
 def worst_case_rows(base: dict, results: list[dict]) -> list[dict]:
-    """One row per (norm, eps) of the cell's evasion attacks (attack JSONs `results`). Attacks
+    """One row per (norm, eps) of the replicate's evasion attacks (attack JSONs `results`). Attacks
     with different `n_samples` share the prefix of one seeded permutation: the worst case is taken
     over the shortest."""
     groups: dict[tuple, list[tuple[str, dict]]] = {}
@@ -109,8 +110,8 @@ FLAGS = {"not trained": _not_trained, "black-box beats white-box": _black_box_st
          "robust acc. rises with eps": _rises, "robust at large eps": _large_eps_robust}
 
 
-def cell_flags(frame: pd.DataFrame) -> str:
-    """The flags of one seed-cell's summary rows, '; '-joined ('' = none)."""
+def replicate_flags(frame: pd.DataFrame) -> str:
+    """The flags of one replicate's summary rows, '; '-joined ('' = none)."""
     ev = frame[frame["family"] == "evasion"] if "family" in frame else frame.iloc[0:0]
     if ev.empty or "robust_accuracy" not in ev:
         return ""
@@ -122,12 +123,13 @@ def cell_flags(frame: pd.DataFrame) -> str:
 
 
 def add_flags(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary with a `flags` column: every row of a seed-cell carries the cell's flags."""
+    """The summary with a `flags` column: every row of a replicate carries its flags."""
     if summary.empty:
         return summary.assign(flags="")
-    flags = {key: cell_flags(g) for key, g in summary.groupby(CELL, sort=False, dropna=False)}
-    return summary.assign(flags=[flags[k] for k in summary[CELL].itertuples(index=False,
-                                                                              name=None)])
+    flags = {key: replicate_flags(g)
+             for key, g in summary.groupby(REPLICATE, sort=False, dropna=False)}
+    return summary.assign(flags=[flags[k] for k in summary[REPLICATE].itertuples(index=False,
+                                                                                   name=None)])
 
 
 def flag_text(flags: pd.Series) -> pd.Series:
@@ -136,11 +138,11 @@ def flag_text(flags: pd.Series) -> pd.Series:
 
 
 def flags_by_point(df: pd.DataFrame) -> dict[tuple, str]:
-    """Per table row (dataset, defense, noise): the union of its seeds' flags."""
+    """Per cell (a table row): the union of its replicates' flags."""
     if "flags" not in df:
         return {}
     out = {}
-    for key, g in df.groupby(["dataset", "defense", "noise_multiplier"]):
+    for key, g in df.groupby(CELL):
         names = sorted({f for s in flag_text(g["flags"]) for f in s.split("; ") if f})
         if names:
             out[key] = "; ".join(names)

@@ -5,10 +5,10 @@ corrections, and which cells may be called best. Every rule here is fixed before
   draw of a seed random-effects model. The variance of the mean over n seeds is the larger of the
   between-seed variance sd^2 / n and the within-seed sampling variance mean(se_i^2) / n, where se_i
   is the sampling error of seed i's value (binomial for accuracies and rates, per-image spread for
-  SSIM, the bootstrap interval for AUC: `fedsafe.results.sampling_se`; for a paired difference
-  se_a^2 + se_b^2). Seeds that happen to agree therefore never give a zero-width interval. The
-  interval is Student-t with n - 1 degrees of freedom (conservative where the floor binds); one
-  seed gives no interval. Without sampling errors (`se=None`) the seeds alone count.
+  SSIM, the bootstrap interval for AUC: `fedsafe.results.sampling.sampling_se`; for a paired
+  difference se_a^2 + se_b^2). Seeds that happen to agree therefore never give a zero-width
+  interval. The interval is Student-t with n - 1 degrees of freedom (conservative where the floor
+  binds); one seed gives no interval. Without sampling errors (`se=None`) the seeds alone count.
 - **Level.** Every test is one-sided at ALPHA = 0.025, every interval two-sided at 95%: "the
   interval lies above t" is "the one-sided p-value against t is below 0.025".
 - **Scale.** Intervals and tests are on the identity scale; printed limits are clipped to the
@@ -36,7 +36,7 @@ ALPHA = (1 - LEVEL) / 2  # one-sided: a 95% interval beyond a threshold is p < 0
 # below 1 / 2^n: 0.031 with 5 seeds, 0.016 with 6. Fewer seeds than this can only be exploratory.
 MIN_CONFIRMATORY_SEEDS = math.ceil(math.log2(1 / ALPHA))  # 6
 
-# ---- per-metric facts (keys: the metric kinds of `fedsafe.results.METRIC_KIND`) ----
+# ---- per-metric facts (keys: the metric kinds of `fedsafe.results.columns.METRIC_KIND`) ----
 UNIT = (0.0, 1.0)
 RANGE = {"clean": UNIT, "robust": UNIT, "success": UNIT, "transfer": UNIT, "share": UNIT,
          "ssim": UNIT,  # SSIM can dip below 0 (anti-correlated images): read as no reconstruction

@@ -38,8 +38,8 @@ _STATUS = struct.Struct("!i")
 PRELOAD = ("torch", "numpy", "scipy.stats", "pandas", "sklearn.metrics", "opacus", "torchattacks",
            "fedsafe.federation.simulation", "fedsafe.attacks.evasion",
            "fedsafe.attacks.gradient_inversion", "fedsafe.attacks.membership",
-           "fedsafe.attacks.reference", "fedsafe.attacks.audit", "fedsafe.results",
-           "fedsafe.claims", "fedsafe.plots")
+           "fedsafe.attacks.reference", "fedsafe.attacks.audit",
+           "fedsafe.results.summary", "fedsafe.results.render", "fedsafe.claims", "fedsafe.plots")
 
 
 def run(job: str, log_path: str | None, **kwargs) -> None:

@@ -2,22 +2,23 @@
 
 To add an attack: write `run(ctx: AttackContext, options: dict) -> list[dict]` (one row per attack
 parameter, e.g. per eps) in a module and add one entry here with its options (defaults, types,
-ranges: `fedsafe.options.Option`). The job receives the options with defaults filled in; unknown
-keys and out-of-range values stop the run at parse time. Imports nothing heavy.
+ranges: `fedsafe.options.Option`). Attacks that share a module's `run` differ by a keyword bound
+in the entry's `fixed` (e.g. `kind="pgd"`). The job receives the options with defaults filled in;
+unknown keys and out-of-range values stop the run at parse time. Imports nothing heavy.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fedsafe.options import Option
+from fedsafe.registry import Entry, Registry
 
 
 @dataclass(frozen=True)
-class AttackSpec:
-    impl: str  # "module:function"
+class AttackMeta:
     family: str  # evasion | inversion | membership
     threat_model: str
-    options: dict[str, Option] = field(default_factory=dict)
     needs_reference: bool = False  # reads the dataset's reference models (rules/reference.smk)
+    update_only: bool = False  # inverts a recorded update only (no single-gradient observation)
 
 
 EVASION = ("white-box on the final global model and on each client's received copy; transfer "
@@ -107,32 +108,33 @@ AUDIT_OPTIONS = {
                               "(Bonferroni-corrected)"),
 }
 
-ATTACKS: dict[str, AttackSpec] = {
-    "fgsm": AttackSpec("fedsafe.attacks.evasion:run_fgsm", "evasion", EVASION, EVASION_OPTIONS),
-    "pgd": AttackSpec("fedsafe.attacks.evasion:run_pgd", "evasion", EVASION, PGD_OPTIONS),
-    "apgd": AttackSpec("fedsafe.attacks.evasion:run_apgd", "evasion", EVASION, APGD_OPTIONS),
-    "cw": AttackSpec("fedsafe.attacks.evasion:run_cw", "evasion", EVASION, CW_OPTIONS),
-    "square": AttackSpec("fedsafe.attacks.evasion:run_square", "evasion", BLACK_BOX,
-                         SQUARE_OPTIONS),
-    "autoattack": AttackSpec("fedsafe.attacks.evasion:run_autoattack", "evasion", EVASION,
-                             AUTOATTACK_OPTIONS),
-    "dlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_dlg", "inversion", INVERSION, INVERSION_OPTIONS),
-    "idlg": AttackSpec("fedsafe.attacks.gradient_inversion:run_idlg", "inversion", INVERSION,
-                       INVERSION_OPTIONS),
-    "fedavg": AttackSpec("fedsafe.attacks.gradient_inversion:run_fedavg", "inversion", INVERSION,
-                         INVERSION_OPTIONS),
-    "inverting_gradients": AttackSpec("fedsafe.attacks.gradient_inversion:run_inverting_gradients",
-                                      "inversion", INVERSION, INVERSION_OPTIONS),
-    "mia_loss": AttackSpec("fedsafe.attacks.membership:run_mia_loss", "membership", MEMBERSHIP,
-                           MEMBERSHIP_OPTIONS),
-    "mia_rmia": AttackSpec("fedsafe.attacks.reference:run_rmia", "membership", REFERENCE,
-                           RMIA_OPTIONS, needs_reference=True),
-    "mia_lira": AttackSpec("fedsafe.attacks.reference:run_lira", "membership", REFERENCE,
-                           LIRA_OPTIONS, needs_reference=True),
-    "privacy_audit": AttackSpec("fedsafe.attacks.audit:run_privacy_audit", "membership", AUDIT,
-                                AUDIT_OPTIONS),
-}
+_EVASION = "fedsafe.attacks.evasion:run"
+_INVERSION = "fedsafe.attacks.gradient_inversion:run"
+_REFERENCE = "fedsafe.attacks.reference:run"
 
-
-def known_attacks() -> list[str]:
-    return sorted(ATTACKS)
+ATTACKS = Registry("attacks.<id>.type", "attack", {
+    "fgsm": Entry(_EVASION, EVASION_OPTIONS, {"kind": "fgsm"}, meta=AttackMeta("evasion", EVASION)),
+    "pgd": Entry(_EVASION, PGD_OPTIONS, {"kind": "pgd"}, meta=AttackMeta("evasion", EVASION)),
+    "apgd": Entry(_EVASION, APGD_OPTIONS, {"kind": "apgd"}, meta=AttackMeta("evasion", EVASION)),
+    "cw": Entry(_EVASION, CW_OPTIONS, {"kind": "cw"}, meta=AttackMeta("evasion", EVASION)),
+    "square": Entry(_EVASION, SQUARE_OPTIONS, {"kind": "square"},
+                    meta=AttackMeta("evasion", BLACK_BOX)),
+    "autoattack": Entry(_EVASION, AUTOATTACK_OPTIONS, {"kind": "autoattack"},
+                        meta=AttackMeta("evasion", EVASION)),
+    "dlg": Entry(_INVERSION, INVERSION_OPTIONS, {"method": "dlg"},
+                 meta=AttackMeta("inversion", INVERSION)),
+    "idlg": Entry(_INVERSION, INVERSION_OPTIONS, {"method": "idlg"},
+                  meta=AttackMeta("inversion", INVERSION)),
+    "fedavg": Entry(_INVERSION, INVERSION_OPTIONS, {"method": "fedavg"},
+                    meta=AttackMeta("inversion", INVERSION, update_only=True)),
+    "inverting_gradients": Entry(_INVERSION, INVERSION_OPTIONS, {"method": "inverting_gradients"},
+                                 meta=AttackMeta("inversion", INVERSION)),
+    "mia_loss": Entry("fedsafe.attacks.membership:run", MEMBERSHIP_OPTIONS,
+                      meta=AttackMeta("membership", MEMBERSHIP)),
+    "mia_rmia": Entry(_REFERENCE, RMIA_OPTIONS, {"kind": "rmia"},
+                      meta=AttackMeta("membership", REFERENCE, needs_reference=True)),
+    "mia_lira": Entry(_REFERENCE, LIRA_OPTIONS, {"kind": "lira"},
+                      meta=AttackMeta("membership", REFERENCE, needs_reference=True)),
+    "privacy_audit": Entry("fedsafe.attacks.audit:run", AUDIT_OPTIONS,
+                           meta=AttackMeta("membership", AUDIT)),
+})

@@ -20,10 +20,10 @@ epsilon at a confidence (1 - beta):
 Selection: several guess counts r are tried (`guess_counts`); each bound takes its best r, and to
 stay valid after that choice every r is tested at level beta / (number of r tried) (Bonferroni).
 The two bounds are reported side by side, each at the stated confidence; the violation check uses
-one of them, fixed before seeing the data by the cell's guarantee (`run_privacy_audit`), so no
+one of them, fixed before seeing the data by the cell's guarantee (`run`), so no
 further correction is needed.
 
-This module holds the statistics and `run_privacy_audit`, the audit of a trained cell; the canaries
+This module holds the statistics and `run`, the audit of a trained cell; the canaries
 are made by `fedsafe.canaries` and scored by `canaries.py`.
 """
 from __future__ import annotations
@@ -254,7 +254,7 @@ def gaussian_guarantee(level: str, rate: float) -> bool:
     return level == "client-level" and rate >= 1.0
 
 
-def run_privacy_audit(ctx, options: dict) -> list[dict]:
+def run(ctx, options: dict) -> list[dict]:
     """The one-run audit of a cell trained with canaries (`fedsafe.canaries`): score every canary
     (sample canaries by their loss reduction from the initial global model, rebuilt from the
     cell's seed as training starts, to the final one; canary clients from every round's released

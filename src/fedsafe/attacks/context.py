@@ -1,7 +1,6 @@
 """What an attack job gets: the trained cell as deployed, loaded once and shared by every attack."""
 
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 
 import torch
@@ -67,5 +66,4 @@ def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:
     from fedsafe.attacks import ATTACKS
 
-    module, fn = ATTACKS[kind].impl.split(":")
-    return getattr(import_module(module), fn)(ctx, options)
+    return ATTACKS.load(kind)(ctx, options)

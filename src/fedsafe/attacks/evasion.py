@@ -59,11 +59,11 @@ def _same_weights(a, b) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def evaluate_evasion(ctx: AttackContext, kind: str, options: dict) -> list[dict]:
+def run(ctx: AttackContext, options: dict, *, kind: str) -> list[dict]:
+    """Evasion attack `kind` (fgsm, pgd, ...: bound by its registry entry) on the cell."""
     from fedsafe.attacks import ATTACKS
-    from fedsafe.options import resolve
 
-    options = resolve(ATTACKS[kind].options, options)  # jobs pass them resolved; tests need not
+    options = ATTACKS.resolve(kind, options)  # jobs pass them resolved; tests need not
     x, y = eval_subset(ctx, options["n_samples"])
     batch = int(options["batch_size"])
     model = ctx.new_model()
@@ -142,14 +142,3 @@ def _client_threat(make, model, adv_global, copies, x, y, batch, seed, eps) -> d
     return {"client_attack_success_rate": _nanmean(own_asr),
             "client_robust_accuracy": float(np.mean(own_robust)),
             "transfer_rate": float(np.mean(rates)) if rates else float("nan"), "masks": masks}
-
-
-def _runner(kind: str):
-    def run(ctx: AttackContext, options: dict) -> list[dict]:
-        return evaluate_evasion(ctx, kind, options)
-    run.__name__ = f"run_{kind}"
-    return run
-
-
-run_fgsm, run_pgd, run_apgd, run_cw, run_square, run_autoattack = (
-    _runner(k) for k in ("fgsm", "pgd", "apgd", "cw", "square", "autoattack"))

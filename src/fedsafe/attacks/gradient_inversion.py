@@ -89,7 +89,9 @@ def _single_gradient_targets(ctx, options, rnd, victim):
     return out, view
 
 
-def run_inversion(ctx: AttackContext, options: dict, method: str) -> list[dict]:
+def run(ctx: AttackContext, options: dict, *, method: str) -> list[dict]:
+    """Inversion attack `method` (dlg, idlg, inverting_gradients, fedavg: bound by its registry
+    entry) on the update the server recorded."""
     from fedsafe.attacks import INVERSION_OPTIONS
     from fedsafe.attacks.inversion import reconstruct
     from fedsafe.options import resolve
@@ -241,19 +243,3 @@ def _save_curve(losses: list[float], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-
-
-def run_dlg(ctx, options):
-    return run_inversion(ctx, options, "dlg")
-
-
-def run_idlg(ctx, options):
-    return run_inversion(ctx, options, "idlg")
-
-
-def run_inverting_gradients(ctx, options):
-    return run_inversion(ctx, options, "inverting_gradients")
-
-
-def run_fedavg(ctx, options):
-    return run_inversion(ctx, options, "fedavg")

@@ -81,7 +81,8 @@ def _membership_row(ctx, res: dict, t0: float, extra: dict | None = None) -> lis
              "formal_epsilon": eps, "attack_seconds": time.time() - t0, **(extra or {})}]
 
 
-def run_mia_loss(ctx: AttackContext, options: dict) -> list[dict]:
+def run(ctx: AttackContext, options: dict) -> list[dict]:
+    """The loss-threshold membership attack (mia_loss) on the cell."""
     t0 = time.time()
     members, nonmembers = _members_and_nonmembers(ctx, options.get("n_samples"))
     return _membership_row(ctx, mia_loss(ctx.new_model(), members, nonmembers, _delta(ctx)), t0)

@@ -208,7 +208,8 @@ def lira_scores(target_stat: np.ndarray, ref_stat: np.ndarray, in_mask: np.ndarr
 
 # ---- jobs ----
 
-def run_reference_attack(ctx, options: dict, kind: str) -> list[dict]:
+def run(ctx, options: dict, *, kind: str) -> list[dict]:
+    """Reference-model attack `kind` (rmia or lira: bound by its registry entry) on the cell."""
     from fedsafe.attacks.membership import _delta, _membership_row, member_indices
     from fedsafe.metrics import roc_metrics
 
@@ -238,11 +239,3 @@ def run_reference_attack(ctx, options: dict, kind: str) -> list[dict]:
                              in_mask[:, target_idx], online)
     res = roc_metrics(scores[:len(mi)], scores[len(mi):len(target_idx)], _delta(ctx), seed=ctx.seed)
     return _membership_row(ctx, res, t0, {"online": online})
-
-
-def run_rmia(ctx, options: dict) -> list[dict]:
-    return run_reference_attack(ctx, options, "rmia")
-
-
-def run_lira(ctx, options: dict) -> list[dict]:
-    return run_reference_attack(ctx, options, "lira")

@@ -1,44 +1,27 @@
 """Dataset registry: the one place to add a dataset.
 
 To add one, write a `load(seed, **options) -> ImageSet` function (import heavy modules inside
-it: this file must stay fast to import, the Snakefile reads it at parse time) and add a
-`DatasetSpec` to `DATASETS` with its options (`fedsafe.options.Option`: default, type, range,
-choices). The config check reads these declarations, so a typo or an out-of-range value stops
-the run before any job, naming the key; the loader receives the options with defaults filled in.
+it: this file must stay fast to import, the Snakefile reads it at parse time) and add an `Entry`
+to `DATASETS` with its options (`fedsafe.options.Option`: default, type, range, choices). The
+config check reads these declarations, so a typo or an out-of-range value stops the run before
+any job, naming the key; the loader receives the options with defaults filled in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from importlib import import_module
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fedsafe.options import Option, check, resolve
+from fedsafe.options import Option
+from fedsafe.registry import Entry, Registry
 
 if TYPE_CHECKING:
     from .imageset import ImageSet
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    description: str
-    impl: str  # "module:function", called as function(seed=..., **options)
-    options: dict[str, Option] = field(default_factory=dict)
+class DatasetMeta:
     size_option: str = "image_size"  # the option that sets the side of the (square) images
     samples_option: str | None = None  # the option that bounds how many images there are
-
-    def load(self, options: dict, seed: int) -> ImageSet:
-        check(f"dataset '{self.name}' options", self.options, options)
-        module, fn = self.impl.split(":")
-        return getattr(import_module(module, __package__), fn)(seed=seed,
-                                                               **resolve(self.options, options))
-
-    def image_size(self, options: dict) -> int:
-        return resolve(self.options, options)[self.size_option]
-
-    def max_samples(self, options: dict) -> int | None:
-        """An upper bound on the images in the training split, where the options give one."""
-        return resolve(self.options, options)[self.samples_option] if self.samples_option else None
 
 
 _SIZE = Option(32, int, 8, 1024, doc="side of the square images, in pixels")
@@ -52,59 +35,48 @@ _SYNTHETIC = {
 }
 _MAX = Option(None, int, 1, optional=True, doc="cap on each split (a seeded random subset)")
 
-DATASETS: dict[str, DatasetSpec] = {
-    "synthetic_pathology": DatasetSpec(
-        "synthetic_pathology",
-        "Synthetic H&E-like RGB tissue tiles (normal/tumour/stroma/lymphocytes) from several "
-        "simulated hospitals; no download.",
-        ".synthetic:synthetic_pathology",
+DATASETS = Registry("datasets.<id>.source", "dataset", {
+    "synthetic_pathology": Entry(
+        "fedsafe.data.synthetic:synthetic_pathology",
         {**_SYNTHETIC, "n_classes": Option(4, int, 2, 4, doc="first n of the four tissue classes")},
-        samples_option="n_samples",
+        doc="Synthetic H&E-like RGB tissue tiles (normal/tumour/stroma/lymphocytes) from several "
+            "simulated hospitals; no download.",
+        meta=DatasetMeta(samples_option="n_samples"),
     ),
-    "synthetic_brain_mri": DatasetSpec(
-        "synthetic_brain_mri",
-        "Synthetic grey brain MRI slices (glioma/meningioma/no_tumour) from several simulated "
-        "scanners; no download.",
-        ".synthetic:synthetic_brain_mri", _SYNTHETIC, samples_option="n_samples",
+    "synthetic_brain_mri": Entry(
+        "fedsafe.data.synthetic:synthetic_brain_mri", _SYNTHETIC,
+        doc="Synthetic grey brain MRI slices (glioma/meningioma/no_tumour) from several simulated "
+            "scanners; no download.",
+        meta=DatasetMeta(samples_option="n_samples"),
     ),
-    "medmnist": DatasetSpec(
-        "medmnist",
-        "A MedMNIST 2D multi-class set (option flag, e.g. pathmnist, bloodmnist; npz_path to read "
-        "offline; size).",
-        ".loaders:load_medmnist",
+    "medmnist": Entry(
+        "fedsafe.data.loaders:load_medmnist",
         {"flag": Option(None, str, optional=True, doc="MedMNIST set, e.g. pathmnist"),
          "npz_path": Option(None, str, optional=True, doc="a downloaded .npz file (offline)"),
          "size": Option(28, int, 8, 1024, doc="image side; files exist for 28, 64, 128, 224"),
          "root": Option("~/.medmnist", str, doc="download folder"),
          "max_samples": _MAX},
-        size_option="size", samples_option="max_samples",
+        doc="A MedMNIST 2D multi-class set (option flag, e.g. pathmnist, bloodmnist; npz_path to "
+            "read offline; size).",
+        meta=DatasetMeta(size_option="size", samples_option="max_samples"),
     ),
-    "image_folder": DatasetSpec(
-        "image_folder",
-        "Images in <root>/{Training,Testing}/<class>/ (Kaggle brain-tumour MRI layout); options "
-        "root, image_size, grayscale.",
-        ".loaders:load_image_folder",
+    "image_folder": Entry(
+        "fedsafe.data.loaders:load_image_folder",
         {"root": Option(None, str, optional=True, doc="folder with Training/ and Testing/"),
          "image_size": Option(64, int, 8, 1024, doc="side of the resized images, in pixels"),
          "grayscale": Option(True, bool, doc="read as one channel"),
          "max_samples": _MAX,
          "classes": Option(None, str, many=True, optional=True,
                            doc="class folders to use, in this order (default: all, sorted)")},
-        samples_option="max_samples",
+        doc="Images in <root>/{Training,Testing}/<class>/ (Kaggle brain-tumour MRI layout); "
+            "options root, image_size, grayscale.",
+        meta=DatasetMeta(samples_option="max_samples"),
     ),
-}
-
-
-def known_datasets() -> list[str]:
-    return sorted(DATASETS)
-
-
-def get_dataset(dataset_id: str) -> DatasetSpec:
-    try:
-        return DATASETS[dataset_id]
-    except KeyError:
-        raise KeyError(f"unknown dataset '{dataset_id}'; known: {known_datasets()}") from None
+})
 
 
 def load_dataset(dataset_id: str, options: dict | None, seed: int) -> ImageSet:
-    return get_dataset(dataset_id).load(dict(options or {}), seed)
+    """Dataset `dataset_id` drawn or read with `options` (checked; defaults filled in)."""
+    options = dict(options or {})
+    DATASETS.check_options(dataset_id, options, f"dataset '{dataset_id}' options")
+    return DATASETS.load(dataset_id)(seed=seed, **DATASETS.resolve(dataset_id, options))

@@ -2,22 +2,22 @@
 
 To add a mechanism: write a `Mechanism` subclass (see `base.py`) in its own module and add one
 entry here. This module imports nothing heavy, so the Snakefile can check ids and options at parse
-time. A defense made of several parts shares one `options` dict; each part reads its own keys.
+time. A defense made of several parts shares one `options` dict; each part receives its own keys,
+with its defaults filled in.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fedsafe.options import Option
 from fedsafe.options import check as check_option_values
+from fedsafe.registry import Entry, Registry
 
 
 @dataclass(frozen=True)
-class MechanismSpec:
-    impl: str  # "module:Class", imported only when a job builds the defense
+class MechanismMeta:
     has_noise: bool  # runs once per noise multiplier; otherwise once with noise 0
     noise_meaning: str  # what the grid's noise multiplier is for this mechanism
     guarantee: str  # the formal guarantee it gives, or "none" and why
-    options: dict[str, Option] = field(default_factory=dict)
 
 
 _DELTA = Option(1e-5, float, 0.0, 1.0, low_open=True, doc="delta of (epsilon, delta)-DP")
@@ -30,78 +30,83 @@ _TARGET = Option(None, float, 0.0, low_open=True, optional=True,
 _SECRET = Option(False, bool, doc="draw the privacy noise and sampling from OS entropy (nobody "
                                   "can regenerate it); false: from the config seed (simulation)")
 
-MECHANISMS: dict[str, MechanismSpec] = {
-    "none": MechanismSpec("fedsafe.defenses.base:Mechanism", False, "-", "none: no defense"),
-    "weight_noise": MechanismSpec(
-        "fedsafe.defenses.weight_noise:WeightNoise", True,
-        "std of Gaussian noise added to every weight in transit",
-        "none: unclipped noise has unbounded sensitivity (heuristic, not DP)",
+MECHANISMS = Registry("defenses.<id>.parts", "defense", {
+    "none": Entry("fedsafe.defenses.base:Mechanism",
+                  meta=MechanismMeta(False, "-", "none: no defense")),
+    "weight_noise": Entry(
+        "fedsafe.defenses.weight_noise:WeightNoise",
         {"uplink": Option(True, bool, doc="noise on the client's update"),
          "downlink": Option(True, bool, doc="noise on each client's copy of the global model"),
-         "secret_noise": _SECRET}),
-    "dp_sgd": MechanismSpec(
-        "fedsafe.defenses.dp_sgd:DPSGD", True,
-        "Opacus noise multiplier (noise std / per-sample clip norm)",
-        "sample-level (epsilon, delta)-DP per client (add/remove one example of that client, "
-        "Poisson-sampled batches); the cell reports the max over all clients",
+         "secret_noise": _SECRET},
+        meta=MechanismMeta(
+            True, "std of Gaussian noise added to every weight in transit",
+            "none: unclipped noise has unbounded sensitivity (heuristic, not DP)")),
+    "dp_sgd": Entry(
+        "fedsafe.defenses.dp_sgd:DPSGD",
         {"clip_norm": _CLIP, "delta": _DELTA,
          "poisson_sampling": Option(True, bool, doc="Poisson-sampled batches (the accountant's "
                                                     "assumption); false: no epsilon is reported"),
          "accountant": _ACCOUNTANT, "target_epsilon": _TARGET, "secret_noise": _SECRET,
          "grad_sample_mode": Option("fused", str, choices=("fused", "hooks", "ew", "functorch"),
-                                    doc="how per-sample gradients are computed")}),
-    "dp_fedavg": MechanismSpec(
-        "fedsafe.defenses.dp_fedavg:DPFedAvg", True,
-        "noise multiplier z: std of the noise on the sum of clipped updates = z * clip_norm",
-        "client-level (epsilon, delta)-DP (add/remove one client); central: Poisson-sampled "
-        "clients, against anyone who sees the models; distributed (with secagg): against the "
-        "server, no sampling amplification",
+                                    doc="how per-sample gradients are computed")},
+        meta=MechanismMeta(
+            True, "Opacus noise multiplier (noise std / per-sample clip norm)",
+            "sample-level (epsilon, delta)-DP per client (add/remove one example of that client, "
+            "Poisson-sampled batches); the cell reports the max over all clients")),
+    "dp_fedavg": Entry(
+        "fedsafe.defenses.dp_fedavg:DPFedAvg",
         {"clip_norm": _CLIP, "delta": _DELTA,
          "mode": Option("central", str, choices=("central", "distributed"),
                         doc="distributed needs secagg as the defense's last part"),
-         "accountant": _ACCOUNTANT, "target_epsilon": _TARGET, "secret_noise": _SECRET}),
-    "gradient_noise": MechanismSpec(
-        "fedsafe.defenses.gradient_noise:GradientNoise", True,
-        "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
-        "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)",
+         "accountant": _ACCOUNTANT, "target_epsilon": _TARGET, "secret_noise": _SECRET},
+        meta=MechanismMeta(
+            True, "noise multiplier z: std of the noise on the sum of clipped updates = z * "
+            "clip_norm",
+            "client-level (epsilon, delta)-DP (add/remove one client); central: Poisson-sampled "
+            "clients, against anyone who sees the models; distributed (with secagg): against the "
+            "server, no sampling amplification")),
+    "gradient_noise": Entry(
+        "fedsafe.defenses.gradient_noise:GradientNoise",
         {"distribution": Option("laplace", str, choices=("laplace", "gaussian")),
-         "secret_noise": _SECRET}),
-    "secagg": MechanismSpec(
-        "fedsafe.defenses.secagg:SecureAggregation", False, "-",
-        "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
-        "updates (honest-but-curious server); no DP",
+         "secret_noise": _SECRET},
+        meta=MechanismMeta(
+            True, "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
+            "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)")),
+    "secagg": Entry(
+        "fedsafe.defenses.secagg:SecureAggregation",
         {"clipping_range": Option(8.0, float, 0.0, low_open=True),
          "quantization_range": Option(2 ** 24, int, 2),
          "num_shares": Option(1.0, float, 0.0, low_open=True,
                               doc="fraction of the sampled clients (<= 1) or a count"),
-         "reconstruction_threshold": Option(0.67, float, 0.0, low_open=True)}),
-    "adv_training": MechanismSpec(
-        "fedsafe.defenses.adv_training:AdversarialTraining", False, "-",
-        "none: robustness defense, no privacy",
+         "reconstruction_threshold": Option(0.67, float, 0.0, low_open=True)},
+        meta=MechanismMeta(
+            False, "-",
+            "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
+            "updates (honest-but-curious server); no DP")),
+    "adv_training": Entry(
+        "fedsafe.defenses.adv_training:AdversarialTraining",
         {"mode": Option("client", str, choices=("client", "server")),
          "eps": Option(0.03, float, 0.0, 1.0), "step_size": Option(0.005, float, 0.0, 1.0),
          "steps": Option(6, int, 1), "fraction": Option(1.0, float, 0.0, 1.0, low_open=True),
-         "random_start": Option(True, bool)}),
-}
-
-
-def known_mechanisms() -> list[str]:
-    return sorted(MECHANISMS)
+         "random_start": Option(True, bool)},
+        meta=MechanismMeta(False, "-", "none: robustness defense, no privacy")),
+})
 
 
 def has_noise(parts: list[str]) -> bool:
-    return any(MECHANISMS[p].has_noise for p in parts)
+    return any(MECHANISMS.get(p).meta.has_noise for p in parts)
 
 
 def check_options(defense: str, parts: list[str], options: dict) -> None:
     """Every option key must belong to one of the defense's parts, with a value of the declared
     type, range and choices; the error names the key."""
-    known = {k: o for p in parts for k, o in MECHANISMS[p].options.items()}
+    known = {k: o for p in parts for k, o in MECHANISMS.options(p).items()}
     check_option_values(f"defenses.{defense}.options", known, options)
     if "secagg" in parts and parts[-1] != "secagg":
         raise ValueError(f"defenses.{defense}.parts: secagg must be the last part (it masks "
                          "what the other parts send)")
-    formal = [p for p in parts if MECHANISMS[p].guarantee.startswith(("sample", "client"))]
+    formal = [p for p in parts
+              if MECHANISMS.get(p).meta.guarantee.startswith(("sample", "client"))]
     if len(formal) > 1:
         raise ValueError(f"defenses.{defense}.parts: {formal} give guarantees of different kinds "
                          "that one accountant cannot compose; use one of them")

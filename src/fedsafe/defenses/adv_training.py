@@ -38,10 +38,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
 
 
 class AdversarialTraining(Mechanism):
-    NAME = "adv_training"
-
-    def __init__(self, noise=0.0, options=None, seed=0):
-        super().__init__(noise, options, seed)
+    def __init__(self, noise=0.0, options=None, seed=0, guarantee=""):
+        super().__init__(noise, options, seed, guarantee)
         o = self.options
         if not 0 < float(o["fraction"]) <= 1:
             raise ValueError(f"defenses options.fraction: {o['fraction']} not in (0, 1]")

@@ -16,35 +16,28 @@ sampling (`poisson_clients`) is the one its accountant assumes.
 """
 
 import secrets
-from importlib import import_module
 
 import torch
 
 from fedsafe.defenses import MECHANISMS, check_options
-from fedsafe.options import defaults as option_defaults
 from fedsafe.seeding import torch_generator
 
 Weights = dict[str, torch.Tensor]
 
 
 class Mechanism:
-    """A defense that does nothing; subclasses override the hooks they need."""
+    """A defense that does nothing; subclasses override the hooks they need. `options`: this
+    mechanism's own, with its defaults filled in; `guarantee`: its registry entry's text."""
 
-    NAME = "none"  # registry id: its `options` are the defaults of this mechanism
     guarantee_kind: str | None = None  # set by mechanisms with a formal (epsilon, delta) guarantee
     secure = False  # True: clients send masked updates, the server can only sum them
     unweighted = False  # True: the sensitivity analysis needs the plain mean of updates
     poisson_clients = False  # True: the server samples each client independently (Poisson)
 
-    def __init__(self, noise: float = 0.0, options: dict | None = None, seed: int = 0):
-        defaults = option_defaults(MECHANISMS[self.NAME].options)
-        # a combined defense shares one options dict: keep only this part's keys
-        given = {k: v for k, v in (options or {}).items() if k in defaults}
-        self.noise, self.options, self.seed = float(noise), {**defaults, **given}, seed
-
-    @property
-    def guarantee(self) -> str:
-        return MECHANISMS[self.NAME].guarantee
+    def __init__(self, noise: float = 0.0, options: dict | None = None, seed: int = 0,
+                 guarantee: str = ""):
+        self.noise, self.options, self.seed = float(noise), dict(options or {}), seed
+        self.guarantee = guarantee
 
     def round_events(self, participates: bool, num_examples: int, federation: dict) -> list | None:
         """Server side, before a round: the privacy events (q, z, count) one client incurs in it,
@@ -96,8 +89,7 @@ class Defense(Mechanism):
                  name: str = "defense"):
         check_options(name, list(parts), options or {})
         self.noise, self.options, self.seed = float(noise), dict(options or {}), seed
-        self.parts = [_load(p)(noise if MECHANISMS[p].has_noise else 0.0, options, seed)
-                      for p in parts]
+        self.parts = [_part(p, noise, self.options, seed) for p in parts]
         self.names = list(parts)
         self.secure = any(p.secure for p in self.parts)
         self.unweighted = any(p.unweighted for p in self.parts)
@@ -176,9 +168,13 @@ class Defense(Mechanism):
         return "; ".join(p.guarantee for p in self.parts)
 
 
-def _load(name: str) -> type[Mechanism]:
-    module, cls = MECHANISMS[name].impl.split(":")
-    return getattr(import_module(module), cls)
+def _part(name: str, noise: float, options: dict, seed: int) -> Mechanism:
+    """Part `name` of a defense, given its own keys of the shared options (defaults filled in),
+    the grid's noise where it has noise, and its guarantee."""
+    entry = MECHANISMS.get(name)
+    own = MECHANISMS.resolve(name, {k: v for k, v in options.items() if k in entry.options})
+    return MECHANISMS.load(name)(noise if entry.meta.has_noise else 0.0, own, seed,
+                                 entry.meta.guarantee)
 
 
 def build_defense(parts: list[str], noise: float, options: dict, seed: int,

@@ -34,15 +34,14 @@ from fedsafe.defenses.base import Mechanism, add_gaussian, float_keys, l2_norm
 
 
 class DPFedAvg(Mechanism):
-    NAME = "dp_fedavg"
     guarantee_kind = "client-level"
     unweighted = True
     poisson_clients = True
     population, fraction = 1, 1.0  # set by the server (`Defense.set_population`)
     canaries = None  # CanaryClients of an audited cell, set by the training job
 
-    def __init__(self, noise=0.0, options=None, seed=0):
-        super().__init__(noise, options, seed)
+    def __init__(self, noise=0.0, options=None, seed=0, guarantee=""):
+        super().__init__(noise, options, seed, guarantee)
         self.clip, self.delta = float(self.options["clip_norm"]), float(self.options["delta"])
         self.central = self.options["mode"] == "central"
         self.sampled = None

@@ -27,17 +27,12 @@ NO_POISSON = ("none: shuffled fixed-size batches (poisson_sampling: false) are n
 
 
 class DPSGD(Mechanism):
-    NAME = "dp_sgd"
     guarantee_kind = "sample-level"
 
-    def __init__(self, noise=0.0, options=None, seed=0):
-        super().__init__(noise, options, seed)
+    def __init__(self, noise=0.0, options=None, seed=0, guarantee=""):
+        super().__init__(noise, options, seed, guarantee)
         if not self.options["poisson_sampling"]:
-            self.guarantee_kind = None
-
-    @property
-    def guarantee(self) -> str:
-        return super().guarantee if self.guarantee_kind else NO_POISSON
+            self.guarantee_kind, self.guarantee = None, NO_POISSON
 
     def round_events(self, participates, num_examples, federation):
         if not self.guarantee_kind:

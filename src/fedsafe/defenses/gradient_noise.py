@@ -12,8 +12,6 @@ from fedsafe.defenses.base import Mechanism
 
 
 class GradientNoise(Mechanism):
-    NAME = "gradient_noise"
-
     def uplink(self, update, rnd, client):
         if self.noise == 0:
             return update

@@ -20,7 +20,6 @@ from fedsafe.defenses.base import Mechanism
 
 
 class SecureAggregation(Mechanism):
-    NAME = "secagg"
     secure = True
 
     def uplink(self, update, rnd, client):

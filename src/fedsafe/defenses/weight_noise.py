@@ -9,8 +9,6 @@ from fedsafe.defenses.base import Mechanism, add_gaussian
 
 
 class WeightNoise(Mechanism):
-    NAME = "weight_noise"
-
     def downlink(self, weights, rnd, client):
         if not self.options["downlink"]:
             return weights
