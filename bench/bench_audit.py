@@ -39,7 +39,7 @@ def audit_ratios(sizes=(1000, 10000, 40000), sigmas=(0.5, 1.0, 2.0), seeds=5,
     accountant's for one Gaussian mechanism of noise multiplier sigma."""
     import numpy as np
 
-    from fedsafe.attacks.audit import audit, jax_privacy_auditing
+    from fedsafe.attacks.membership.audit import audit, jax_privacy_auditing
     from fedsafe.defenses.accounting import epsilon
 
     jax = jax_privacy_auditing()
@@ -80,7 +80,7 @@ def main(argv=None, **_) -> dict:
     a = ap.parse_args(argv)
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context
-    from fedsafe.config import attack_spec, reference_spec
+    from fedsafe.config.specs import attack_spec, reference_spec
     from fedsafe.jobs import reference
 
     torch.set_num_threads(2)

@@ -53,21 +53,22 @@ def default_grid_estimate(cost: dict[str, float], ctx) -> tuple[float, str]:
     """Seconds of evasion work in the default grid: per attack, cost per sample x samples x eps,
     times the models attacked per cell (the global model, plus each client's copy where a
     downlink defense makes the copies differ)."""
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config import grid, specs
     from fedsafe.defenses.base import build_defense
 
     cfg = default_config()
-    fc.validate(cfg)
+    config_check.validate(cfg)
     models = 0
-    for c in fc.cells(cfg):
-        spec = fc.train_spec(cfg, c["dataset"], c["defense"], c["noise"], c["seed"])
+    for c in grid.replicates(cfg):
+        spec = specs.train_spec(cfg, c["dataset"], c["defense"], c["noise"], c["seed"])
         d = build_defense(spec["parts"], spec["noise"], spec["options"], 0, name=spec["defense"])
         copies = [d.downlink(ctx.weights, 99, k) for k in range(3)]
         differ = any(not torch.equal(w[n], ctx.weights[n]) for w in copies for n in w)
         models += 1 + (3 if differ else 0)
     total, parts = 0.0, []
     for name in cfg["attacks"]:
-        spec = fc.attack_spec(cfg, name)
+        spec = specs.attack_spec(cfg, name)
         if spec["type"] not in cost:
             continue
         o = spec["options"]
@@ -75,7 +76,8 @@ def default_grid_estimate(cost: dict[str, float], ctx) -> tuple[float, str]:
         s = cost[spec["type"]] * o["n_samples"] * nonzero * models
         total += s
         parts.append(f"{name} {s:.0f} s")
-    return total, f"{models} models attacked over {len(fc.cells(cfg))} cells: " + ", ".join(parts)
+    replicates = len(grid.replicates(cfg))
+    return total, f"{models} models attacked over {replicates} cells: " + ", ".join(parts)
 
 
 def main(argv=None, **_) -> dict:
@@ -86,7 +88,7 @@ def main(argv=None, **_) -> dict:
     n = a.n or (100 if a.quick else 300)
     torch.set_num_threads(1)  # attack jobs run with one thread
     from fedsafe.attacks.context import load_context
-    from fedsafe.attacks.evasion import run
+    from fedsafe.attacks.evasion.run import run
     from fedsafe.robustness import worst_case_rows
 
     cell = trained_cell()

@@ -57,7 +57,11 @@ def main(argv=None, **_) -> dict:
     reps = a.reps or (3 if a.quick else 5)
     iters = a.iterations or (40 if a.quick else 100)
     torch.set_num_threads(1)
-    from fedsafe.attacks.inversion import _init_image, observed_gradient, reconstruct
+    from fedsafe.attacks.inversion.gradient_matching import (
+        _init_image,
+        observed_gradient,
+        reconstruct,
+    )
     from fedsafe.federation.local import to_tensor
 
     make_model, data = model_and_data()
@@ -108,7 +112,7 @@ def main(argv=None, **_) -> dict:
 
 def _fedavg_case(n=4, batch_size=32, epochs=2, lr=0.1, seed=0):
     """The MedPFL LeNet at initialisation and one client's FedAvg update on n MRI slices."""
-    from fedsafe.attacks.fedavg_inversion import ClientTraining
+    from fedsafe.attacks.inversion.fedavg_update import ClientTraining
     from fedsafe.data.synthetic import synthetic_brain_mri
     from fedsafe.defenses.base import Mechanism
     from fedsafe.federation.local import TrainSettings, local_train
@@ -126,7 +130,7 @@ def _fedavg_case(n=4, batch_size=32, epochs=2, lr=0.1, seed=0):
 
 
 def fedavg_restarts(reps: int, iterations: int, restarts: int) -> dict:
-    from fedsafe.attacks.fedavg_inversion import reconstruct_fedavg
+    from fedsafe.attacks.inversion.fedavg_update import reconstruct_fedavg
 
     model, x, y, update, t = _fedavg_case()
     labels = torch.from_numpy(y).long()
@@ -158,7 +162,7 @@ def fedavg_restarts(reps: int, iterations: int, restarts: int) -> dict:
 
 def quality_table(iterations: int) -> str:
     """Multi-step attack SSIM vs the client's batch size and local epochs (8 images)."""
-    from fedsafe.attacks.fedavg_inversion import reconstruct_fedavg
+    from fedsafe.attacks.inversion.fedavg_update import reconstruct_fedavg
     from fedsafe.federation.local import to_tensor
     from fedsafe.metrics import matched_image_metrics
 

@@ -13,7 +13,7 @@ from common import median, run_py, table, write
 PROBES = {
     "python -c pass": "pass",
     "import torch": "import torch",
-    "import fedsafe.config (Snakefile parse time)": "import fedsafe.config",
+    "import fedsafe.config_check (Snakefile parse time)": "import fedsafe.config_check",
     "import fedsafe.jobs (every job)": "import fedsafe.jobs",
     "import snakemake.script (script: directive preamble)": "import snakemake.script",
     "import flwr": "import flwr",
@@ -21,7 +21,7 @@ PROBES = {
     "import mlflow": "import mlflow",
     "import fedsafe.federation.simulation (train job)":
         "import fedsafe.federation.simulation",
-    "import fedsafe.attacks.evasion (attack job)": "import fedsafe.attacks.evasion",
+    "import fedsafe.attacks.evasion.run (attack job)": "import fedsafe.attacks.evasion.run",
     "import torchattacks": "import torchattacks",
     "import opacus": "import opacus",
 }
@@ -87,7 +87,7 @@ def main(argv=None, **_) -> dict:
     ray_fixed = median(ray_init) + median(ray_down)  # only with federation.backend: ray
     attack_fixed = (median(times["import fedsafe.jobs (every job)"])
                     + median(times["import snakemake.script (script: directive preamble)"]) - bare
-                    + median(times["import fedsafe.attacks.evasion (attack job)"]) - bare
+                    + median(times["import fedsafe.attacks.evasion.run (attack job)"]) - bare
                     + median(ml_import) + median(ml_old))
     body = (f"Fresh interpreter per probe, {reps} alternating repetitions, medians of wall time.\n\n"
             + table(rows)

@@ -10,14 +10,14 @@ DATASET = "pathology"
 
 
 def default_config() -> dict:
-    from fedsafe.config import load_config
+    from fedsafe.config_check import load_config
 
     return load_config(ROOT / "config" / "config.yaml")
 
 
 def prepared(dataset: str = DATASET) -> Path:
     """Folder holding data.npz + manifest.json for `dataset` of the default config."""
-    from fedsafe.config import dataset_spec
+    from fedsafe.config.specs import dataset_spec
     from fedsafe.jobs import prepare
 
     out = CACHE / "data" / dataset
@@ -27,7 +27,7 @@ def prepared(dataset: str = DATASET) -> Path:
 
 
 def default_spec(defense: str = "none", noise: str = "0") -> dict:
-    from fedsafe.config import train_spec
+    from fedsafe.config.specs import train_spec
 
     return train_spec(default_config(), DATASET, defense, noise, 0)
 

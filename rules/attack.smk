@@ -17,9 +17,9 @@ rule attack:
         "../envs/fedsafe.yaml"
     threads: 1
     params:
-        train_spec=lambda w: fc.train_spec(
+        train_spec=lambda w: specs.train_spec(
             config, w.dataset, w.defense, w.noise, w.seed
         ),
-        attack_spec=lambda w: fc.attack_spec(config, w.attack),
+        attack_spec=lambda w: specs.attack_spec(config, w.attack),
     script:
         "../workflow/scripts/attack.py"

@@ -13,13 +13,15 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 # envs/fedsafe.yaml installs this checkout with `pip install -e ${FEDSAFE_ROOT}`
 os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
 
-from fedsafe import config as fc
+from fedsafe import config_check
+from fedsafe.config import grid, hashing, specs
+from fedsafe.config.schema import ConfigError
 from fedsafe.results.render import TABLES
 from fedsafe.results.summary import expected_jobs
 
 try:
-    fc.validate(config)
-except fc.ConfigError as err:
+    config_check.validate(config)
+except ConfigError as err:
     raise WorkflowError(f"config error: {err}")
 
 
@@ -39,7 +41,7 @@ onstart:
 
 RESULTS = config["results_dir"]
 # one replicate (a cell at one seed, fedsafe.grid_keys): the path of its train and attack files
-REPLICATES = fc.cells(config)
+REPLICATES = grid.replicates(config)
 REPLICATE = "{dataset}/{defense}/noise_{noise}/seed_{seed}"
 
 
@@ -66,7 +68,7 @@ REFERENCE = f"{RESULTS}/reference/{{dataset}}/seed_{{seed}}/reference.pt"
 
 def reference_input(wildcards):
     """The reference models, for the attacks that need them (an empty list for the others)."""
-    if not fc.needs_reference(config, wildcards.attack):
+    if not grid.needs_reference(config, wildcards.attack):
         return []
     return REFERENCE.format(dataset=wildcards.dataset, seed=wildcards.seed)
 

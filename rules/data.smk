@@ -9,6 +9,6 @@ rule prepare_data:
     conda:
         "../envs/fedsafe.yaml"
     params:
-        spec=lambda w: fc.dataset_spec(config, w.dataset),
+        spec=lambda w: specs.dataset_spec(config, w.dataset),
     script:
         "../workflow/scripts/prepare_data.py"

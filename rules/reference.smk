@@ -1,5 +1,5 @@
 # Reference models of RMIA and LiRA: trained once per (dataset, seed) with the target's recipe and
-# reused by every replicate and attack of that dataset and seed (fedsafe.attacks.reference).
+# reused by every replicate and attack of that dataset and seed (fedsafe.attacks.membership.reference_models).
 rule reference:
     input:
         data=rules.prepare_data.output.data,
@@ -13,6 +13,6 @@ rule reference:
         "../envs/fedsafe.yaml"
     threads: 1
     params:
-        spec=lambda w: fc.reference_spec(config, w.dataset, w.seed),
+        spec=lambda w: specs.reference_spec(config, w.dataset, w.seed),
     script:
         "../workflow/scripts/reference.py"

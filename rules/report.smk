@@ -23,7 +23,7 @@ rule aggregate:
         "../envs/fedsafe.yaml"
     params:
         expected=EXPECTED,
-        config_hash=fc.results_hash(config),
+        config_hash=hashing.results_hash(config),
     script:
         "../workflow/scripts/aggregate.py"
 
@@ -114,7 +114,7 @@ rule plots:
             (j["cell"], a["attack"], a["file"]) for j in EXPECTED for a in j["attacks"]
         ],
         attacks_dir=ATTACKS_DIR,
-        config_hash=fc.results_hash(config),
+        config_hash=hashing.results_hash(config),
     script:
         "../workflow/scripts/plots.py"
 

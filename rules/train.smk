@@ -16,6 +16,6 @@ rule train:
     resources:
         gpu=0,
     params:
-        spec=lambda w: fc.train_spec(config, w.dataset, w.defense, w.noise, w.seed),
+        spec=lambda w: specs.train_spec(config, w.dataset, w.defense, w.noise, w.seed),
     script:
         "../workflow/scripts/train.py"

@@ -133,7 +133,8 @@ def cell(prepared_data):
     import numpy as np
     import torch
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config import specs
     from fedsafe.data.prepare import load_prepared
     from fedsafe.defenses.base import Mechanism
     from fedsafe.federation.local import TrainSettings, local_train
@@ -142,8 +143,8 @@ def cell(prepared_data):
     data = load_prepared(prepared_data("synthetic_brain_mri", {"image_size": 16, "n_samples": 400},
                                        3, 0))
     cfg = base_config(federation={"optimizer": "adam", "lr": 0.003})
-    fc.validate(cfg)
-    spec = fc.train_spec(cfg, "mri", "none", "0", 0)
+    config_check.validate(cfg)
+    spec = specs.train_spec(cfg, "mri", "none", "0", 0)
     torch.manual_seed(0)
     model = build_model("small_cnn", 1, 3, 16)
     init = copy.deepcopy(model.state_dict())

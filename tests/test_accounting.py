@@ -232,9 +232,10 @@ def test_a_round_with_no_sampled_client_releases_noise_and_is_accounted():
 def test_privacy_options_checked_at_parse_time(options, parts, match):
     from conftest import base_config
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config.schema import ConfigError
 
     cfg = base_config(defenses={"d": {"parts": parts, "noise_multipliers": [1.0],
                                       "options": options}})
-    with pytest.raises(fc.ConfigError, match=match):
-        fc.validate(cfg)
+    with pytest.raises(ConfigError, match=match):
+        config_check.validate(cfg)

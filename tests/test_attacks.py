@@ -7,7 +7,7 @@ import torch
 from conftest import cell_context as _ctx
 
 from fedsafe.attacks import ATTACKS, PGD_OPTIONS
-from fedsafe.attacks.evasion_suite import build
+from fedsafe.attacks.evasion.suite import build
 from fedsafe.federation.local import to_tensor
 
 run_fgsm, run_pgd, run_idlg, run_mia_loss = (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedsafe.attacks.audit import (
+from fedsafe.attacks.membership.audit import (
     audit,
     compare_bounds,
     epsilon_lower_bound,
@@ -22,7 +22,7 @@ from fedsafe.attacks.audit import (
     gdp_mu,
     p_value,
 )
-from fedsafe.attacks.canaries import client_scores, loss_reduction_scores
+from fedsafe.attacks.membership.canaries import client_scores, loss_reduction_scores
 from fedsafe.canaries import CanaryClients, make_canaries
 
 # ---------------------------------------------------------------- the bound's statistics
@@ -201,31 +201,33 @@ def test_audit_and_reference_attacks_through_the_workflow(workdir):
 def test_only_audited_cells_get_canaries_and_the_audit():
     from conftest import base_config
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config import grid, specs
+    from fedsafe.config.schema import ConfigError
 
     cfg = base_config(defenses={"none": {}, "dp_sgd": {"noise_multipliers": [0.5, 1.0]}},
                       audit={"defenses": ["dp_sgd"], "noise_multipliers": [1.0], "canaries": 50},
                       attacks={"mia_loss": {}, "privacy_audit": {}})
-    fc.validate(cfg)
-    assert fc.train_spec(cfg, "mri", "dp_sgd", "1", 0)["canaries"] == {"n": 50, "kind": "noise"}
+    config_check.validate(cfg)
+    assert specs.train_spec(cfg, "mri", "dp_sgd", "1", 0)["canaries"] == {"n": 50, "kind": "noise"}
     for defense, noise in (("dp_sgd", "0.5"), ("none", "0")):
-        assert "canaries" not in fc.train_spec(cfg, "mri", defense, noise, 0)
-        assert fc.cell_attacks(cfg, "mri", defense, noise) == ["mia_loss"]
-    assert fc.cell_attacks(cfg, "mri", "dp_sgd", "1") == ["mia_loss", "privacy_audit"]
-    with pytest.raises(fc.ConfigError, match="privacy_audit needs audited cells"):
-        fc.check({**cfg, "audit": {}})
-    with pytest.raises(fc.ConfigError, match="audit.defenses: 'magic'"):
-        fc.check({**cfg, "audit": {"defenses": ["magic"]}})
+        assert "canaries" not in specs.train_spec(cfg, "mri", defense, noise, 0)
+        assert grid.cell_attacks(cfg, "mri", defense, noise) == ["mia_loss"]
+    assert grid.cell_attacks(cfg, "mri", "dp_sgd", "1") == ["mia_loss", "privacy_audit"]
+    with pytest.raises(ConfigError, match="privacy_audit needs audited cells"):
+        config_check.check({**cfg, "audit": {}})
+    with pytest.raises(ConfigError, match="audit.defenses: 'magic'"):
+        config_check.check({**cfg, "audit": {"defenses": ["magic"]}})
     # a client-level guarantee gets canary clients; distributed DP-FedAvg is refused
     cfg["defenses"]["dp_fedavg"] = {"noise_multipliers": [1.0], "options": {"mode": "central"}}
     cfg["audit"]["defenses"] = ["dp_fedavg"]
-    fc.validate(cfg)
-    assert fc.train_spec(cfg, "mri", "dp_fedavg", "1", 0)["canaries"] == {"n": 50,
+    config_check.validate(cfg)
+    assert specs.train_spec(cfg, "mri", "dp_fedavg", "1", 0)["canaries"] == {"n": 50,
                                                                          "kind": "update"}
     cfg["defenses"]["dp_fedavg"] = {"parts": ["dp_fedavg", "secagg"], "noise_multipliers": [1.0],
                                     "options": {"mode": "distributed"}}
-    with pytest.raises(fc.ConfigError, match="audit.defenses: 'dp_fedavg' is distributed"):
-        fc.check(cfg)
+    with pytest.raises(ConfigError, match="audit.defenses: 'dp_fedavg' is distributed"):
+        config_check.check(cfg)
 
 
 def test_reference_models_federated_recipe(tmp_path):
@@ -234,16 +236,17 @@ def test_reference_models_federated_recipe(tmp_path):
     import torch
     from conftest import base_config
 
-    from fedsafe import config as fc
-    from fedsafe.attacks.reference import train_reference_models
+    from fedsafe import config_check
+    from fedsafe.attacks.membership.reference_models import train_reference_models
+    from fedsafe.config import specs
     from fedsafe.data.prepare import load_prepared
     from fedsafe.jobs import prepare
 
     cfg = base_config(reference_models={"n": 2, "training": "federated"})
-    fc.validate(cfg)
-    prepare(fc.dataset_spec(cfg, "mri"), tmp_path / "data")
+    config_check.validate(cfg)
+    prepare(specs.dataset_spec(cfg, "mri"), tmp_path / "data")
     data = load_prepared(tmp_path / "data")
-    info = train_reference_models(data, fc.reference_spec(cfg, "mri", 0), tmp_path / "ref.pt")
+    info = train_reference_models(data, specs.reference_spec(cfg, "mri", 0), tmp_path / "ref.pt")
     ref = torch.load(tmp_path / "ref.pt", weights_only=True)
     n_pool = sum(len(c[1]) for c in data.clients) + len(data.holdout[1]) + len(data.test[1])
     assert ref["logits"].shape[:2] == (2, n_pool) and ref["in_mask"].sum(0).tolist() == [1] * n_pool
@@ -258,15 +261,16 @@ def test_audit_config_reference_models_match_the_targets_size(tmp_path):
     import yaml
     from conftest import ROOT
 
-    from fedsafe import config as fc
-    from fedsafe.attacks.reference import half_masks, pool_arrays
+    from fedsafe import config_check
+    from fedsafe.attacks.membership.reference_models import half_masks, pool_arrays
+    from fedsafe.config import specs
     from fedsafe.data.prepare import load_prepared
     from fedsafe.jobs import prepare
 
     cfg = yaml.safe_load((ROOT / "config/audit.yaml").read_text())
-    fc.validate(cfg)
+    config_check.validate(cfg)
     for name in cfg["datasets"]:
-        prepare(fc.dataset_spec(cfg, name), tmp_path / name)
+        prepare(specs.dataset_spec(cfg, name), tmp_path / name)
         data = load_prepared(tmp_path / name)
         _, y, offsets = pool_arrays(data)
         ref_size = half_masks(2, len(y), 0)[0].sum()
@@ -331,7 +335,7 @@ def test_fdp_is_tighter_than_steinke_on_gaussian_scores():
 
 
 def _jax_auditing():
-    from fedsafe.attacks.audit import jax_privacy_auditing
+    from fedsafe.attacks.membership.audit import jax_privacy_auditing
 
     module = jax_privacy_auditing()
     if module is None:
@@ -395,7 +399,7 @@ def dp_fedavg_audit(noise_used: float, noise_accounted: float, seed: int = 0, ro
     `noise_accounted`. Without `canaries_in_sums` no canary ever reaches a sum (no leakage).
     scoring "rounds": `client_scores` of the per-round projections; "end": the projection of
     final - initial. Returns the audit, the accounted epsilon, the violation flag as
-    `fedsafe.attacks.audit.run` decides it, and the canaries."""
+    `fedsafe.attacks.membership.audit.run` decides it, and the canaries."""
     from fedsafe.defenses.accounting import epsilon
     from fedsafe.defenses.dp_fedavg import DPFedAvg
 
@@ -492,7 +496,7 @@ def test_per_round_scores_beat_the_end_to_end_score_under_sampling():
 
 def test_an_odd_number_of_canaries_is_audited():
     # 2 * round(m / 2) exceeds an odd m (999 -> 1000): the counts stay within the canaries
-    from fedsafe.attacks.audit import audit, guess_counts
+    from fedsafe.attacks.membership.audit import audit, guess_counts
 
     for m in (3, 999, 1003):
         assert all(2 <= r <= m and r % 2 == 0 for r in guess_counts(m, (0.02, 0.5, 1.0)))

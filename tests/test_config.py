@@ -6,18 +6,20 @@ import pytest
 import yaml
 from conftest import ROOT, base_config, snakemake
 
-from fedsafe import config as fc
+from fedsafe import config_check
+from fedsafe.config import grid
+from fedsafe.config.schema import ConfigError
 
 pytestmark = pytest.mark.xdist_group("config")
 
 
 def _validate(cfg):
-    fc.validate(copy.deepcopy(cfg))
+    config_check.validate(copy.deepcopy(cfg))
 
 
 def test_valid_config_gets_defaults():
     cfg = base_config()
-    fc.validate(cfg)
+    config_check.validate(cfg)
     assert cfg["federation"]["lr"] == 0.05
     assert cfg["datasets"]["mri"]["partition"] == {"scheme": "iid"}
     assert cfg["mlflow"]["enabled"] is True
@@ -56,14 +58,14 @@ def test_schema_errors_name_the_key(mutate, key):
 def test_registry_errors_name_the_key(mutate, message):
     cfg = base_config()
     mutate(cfg)
-    with pytest.raises(fc.ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         _validate(cfg)
 
 
 def test_noise_spelling_is_canonical():
     cfg = base_config(defenses={"weight_noise": {"noise_multipliers": [0.010, 0.01, 0.1]}})
-    fc.validate(cfg)
-    assert fc.noise_values(cfg, "weight_noise") == ["0.01", "0.1"]
+    config_check.validate(cfg)
+    assert grid.noise_values(cfg, "weight_noise") == ["0.01", "0.1"]
 
 
 def test_snakemake_stops_before_any_job(workdir):
@@ -113,8 +115,8 @@ BAD = [
 def test_bad_configs_stop_at_parse_time(mutate, message):
     cfg = _default_config()
     mutate(cfg)
-    with pytest.raises(fc.ConfigError) as err:
-        fc.validate(cfg)
+    with pytest.raises(ConfigError) as err:
+        config_check.validate(cfg)
     assert str(err.value).startswith(message), str(err.value)
 
 
@@ -122,9 +124,9 @@ def test_image_size_must_fit_the_model():
     cfg = _default_config()
     cfg["datasets"]["pathology"]["options"]["image_size"] = 12
     cfg["federation"]["model"] = "resnet18"
-    with pytest.raises(fc.ConfigError, match=r"datasets\.pathology\.options\.image_size: 12 is "
+    with pytest.raises(ConfigError, match=r"datasets\.pathology\.options\.image_size: 12 is "
                                              "smaller than federation.model resnet18 takes"):
-        fc.validate(cfg)
+        config_check.validate(cfg)
 
 
 def test_every_model_takes_its_smallest_image():
@@ -216,13 +218,13 @@ def test_fuzz_every_key_of_every_shipped_config(shipped, tmp_path, monkeypatch):
         (tmp_path / folder).mkdir(parents=True)
     monkeypatch.chdir(tmp_path)  # hand-downloaded data folders, as in test_workflow_dag
     base = yaml.safe_load(shipped.read_text())
-    fc.validate(copy.deepcopy(base))
+    config_check.validate(copy.deepcopy(base))
     n = 0
     for label, cfg, key, must_fail in _mutations(base):
         n += 1
         try:
-            fc.validate(cfg)
-        except fc.ConfigError as e:
+            config_check.validate(cfg)
+        except ConfigError as e:
             assert key in str(e).split(":")[0] or key in str(e), f"{label}: {e}"
             continue
         assert not must_fail, f"{label}: accepted"
@@ -256,7 +258,7 @@ def test_jobs_get_tracking_from_the_config_not_from_their_paths(tmp_path, monkey
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     deep = tmp_path / "a/b/c/results"
     cfg = base_config(results_dir=str(deep))
-    fc.validate(cfg)
+    config_check.validate(cfg)
     assert tracking(cfg) == {"uri": f"sqlite:///{deep / 'mlflow.db'}", "experiment": "fedsafe-test"}
     cfg["mlflow"] = {"tracking_uri": "http://tracker:5000", "enabled": True}
     assert tracking(cfg)["uri"] == "http://tracker:5000"

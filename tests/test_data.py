@@ -332,13 +332,14 @@ def test_medmnist_without_its_package_names_the_install_command(tmp_path, monkey
 def test_medmnist_without_its_package_stops_at_parse_time(monkeypatch):
     from conftest import base_config
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config.schema import ConfigError
 
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
     cfg = base_config(datasets={"blood": {"source": "medmnist",
                                           "options": {"flag": "bloodmnist", "max_samples": 100}}})
-    with pytest.raises(fc.ConfigError, match=r"datasets\.blood\.options\.flag: .*pip install"):
-        fc.validate(cfg)
+    with pytest.raises(ConfigError, match=r"datasets\.blood\.options\.flag: .*pip install"):
+        config_check.validate(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -346,16 +347,16 @@ def tiny_cell(tmp_path_factory):
     """A prepared set and a trained cell's files (1 round), shared by the corruption tests."""
     from conftest import base_config
 
-    from fedsafe import config as fc
-    from fedsafe import jobs
+    from fedsafe import config_check, jobs
+    from fedsafe.config import specs
 
     root = tmp_path_factory.mktemp("cell")
     cfg = base_config(attacks={"fgsm": {"options": {"eps": [0.05], "n_samples": 10}}})
-    fc.validate(cfg)
-    jobs.prepare(fc.dataset_spec(cfg, "mri"), root / "data")
-    spec = fc.train_spec(cfg, "mri", "none", "0", 0)
+    config_check.validate(cfg)
+    jobs.prepare(specs.dataset_spec(cfg, "mri"), root / "data")
+    spec = specs.train_spec(cfg, "mri", "none", "0", 0)
     jobs.train(spec, root / "data/data.npz", root / "train/train.json")
-    return root, spec, fc.attack_spec(cfg, "fgsm")
+    return root, spec, specs.attack_spec(cfg, "fgsm")
 
 
 @pytest.mark.xdist_group("data_tiny_cell")  # one worker trains `tiny_cell` for all five

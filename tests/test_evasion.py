@@ -9,10 +9,12 @@ import torch
 from conftest import base_config
 from conftest import cell_context as _ctx
 
-from fedsafe import config as fc
+from fedsafe import config_check
 from fedsafe import robustness as rb
 from fedsafe.attacks import ATTACKS
 from fedsafe.attacks.context import AttackContext
+from fedsafe.config import specs
+from fedsafe.config.schema import ConfigError
 from fedsafe.results.intervals import stats_table
 from fedsafe.results.tables import _long
 
@@ -201,14 +203,14 @@ def test_one_class_model_is_not_trained_and_never_best():
 ])
 def test_attack_options_checked_at_parse_time(attack, options, key):
     cfg = base_config(attacks={"a": {"type": attack, "options": options}})
-    with pytest.raises(fc.ConfigError, match=key):
-        fc.validate(cfg)
+    with pytest.raises(ConfigError, match=key):
+        config_check.validate(cfg)
 
 
 def test_defaults_filled_for_jobs():
     cfg = base_config(attacks={"pgd_fedsafe": {"type": "pgd", "options": {"steps": 6,
                                                                           "step_fraction": 6}},
                                "pgd": {}})
-    fc.validate(cfg)
-    assert fc.attack_spec(cfg, "pgd")["options"]["restarts"] == 2
-    assert fc.attack_spec(cfg, "pgd_fedsafe")["options"]["step_fraction"] == 6
+    config_check.validate(cfg)
+    assert specs.attack_spec(cfg, "pgd")["options"]["restarts"] == 2
+    assert specs.attack_spec(cfg, "pgd_fedsafe")["options"]["step_fraction"] == 6

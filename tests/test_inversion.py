@@ -5,13 +5,13 @@ import torch
 from torch import nn
 
 from fedsafe.attacks import ATTACKS
-from fedsafe.attacks.fedavg_inversion import (
+from fedsafe.attacks.inversion.fedavg_update import (
     ClientTraining,
     reconstruct_fedavg,
     recover_label_counts,
     simulate_update,
 )
-from fedsafe.attacks.inversion import (
+from fedsafe.attacks.inversion.gradient_matching import (
     gradient_from_update,
     infer_label_idlg,
     infer_labels,
@@ -354,7 +354,7 @@ def federations(tmp_path_factory):
 
 @FEDERATIONS
 def test_attack_reads_bit_for_bit_what_each_client_sent(federations):
-    from fedsafe.attacks.gradient_inversion import server_view
+    from fedsafe.attacks.inversion.run import server_view
 
     ctx, sent = federations["weight_noise"]
     assert sorted(ctx.observed) == [1, 2]
@@ -372,7 +372,7 @@ def test_attack_reads_bit_for_bit_what_each_client_sent(federations):
 def test_replayed_single_gradient_uses_the_rounds_own_noise(federations):
     """The single-gradient mode replays with the federation's round index (1-based): replaying
     the client's whole local training that way gives exactly the update it sent."""
-    from fedsafe.attacks.gradient_inversion import _replayed_update, server_view
+    from fedsafe.attacks.inversion.run import _replayed_update, server_view
 
     ctx, sent = federations["weight_noise"]
     view = server_view(ctx, 1, 0)
@@ -386,7 +386,7 @@ def test_replayed_single_gradient_uses_the_rounds_own_noise(federations):
 
 @FEDERATIONS
 def test_under_secagg_the_attack_sees_only_the_aggregate(federations):
-    from fedsafe.attacks.gradient_inversion import server_view
+    from fedsafe.attacks.inversion.run import server_view
 
     ctx, sent = federations["secagg"]
     assert all(u is None for u in ctx.observed[1]["updates"])
@@ -430,29 +430,31 @@ def test_client_with_too_many_images_is_skipped_not_faked(federations):
 def test_inversion_round_must_be_observed():
     from conftest import base_config
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config.schema import ConfigError
 
     cfg = base_config(attacks={"fedavg": {"options": {"round": 2}}},
                       federation={"rounds": 3, "observe_rounds": [1]})
-    with pytest.raises(fc.ConfigError, match="round 2 is not observed"):
-        fc.validate(cfg)
+    with pytest.raises(ConfigError, match="round 2 is not observed"):
+        config_check.validate(cfg)
     cfg["federation"]["observe_rounds"] = [1, 2]
-    fc.validate(cfg)
+    config_check.validate(cfg)
     cfg["attacks"]["fedavg"]["datasets"] = ["nowhere"]
-    with pytest.raises(fc.ConfigError, match="attacks.fedavg.datasets"):
-        fc.validate(cfg)
+    with pytest.raises(ConfigError, match="attacks.fedavg.datasets"):
+        config_check.validate(cfg)
 
 
 def test_attack_datasets_limit_its_jobs_to_those_cells():
     from conftest import base_config
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
+    from fedsafe.config import grid
 
     cfg = base_config(attacks={"fedavg": {"datasets": ["mri"]}, "pgd": {}})
     cfg["datasets"]["other"] = cfg["datasets"]["mri"]
-    fc.validate(cfg)
-    assert fc.cell_attacks(cfg, "mri", "none", "0") == ["fedavg", "pgd"]
-    assert fc.cell_attacks(cfg, "other", "none", "0") == ["pgd"]
+    config_check.validate(cfg)
+    assert grid.cell_attacks(cfg, "mri", "none", "0") == ["fedavg", "pgd"]
+    assert grid.cell_attacks(cfg, "other", "none", "0") == ["pgd"]
 
 
 def test_tradeoff_takes_the_worst_case_per_image_over_inversion_attacks():

@@ -34,7 +34,7 @@ PLANTED = {
                "fedsafe.data.partition -> fedsafe.jobs"),
     # membership imports context; context importing membership closes a circle in one layer
     "cycle": ("attacks/context.py",
-              "\n\ndef _planted():\n    from fedsafe.attacks.membership import loss_scores\n",
+              "\n\ndef _planted():\n    from fedsafe.attacks.membership.loss import loss_scores\n",
               "No cycles are allowed in fedsafe.attacks"),
     # a new module must be placed in a layer, or it could import anything unchecked
     "unplaced": ("planted.py", "import fedsafe.jobs\n", "- fedsafe.planted"),

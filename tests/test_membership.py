@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from fedsafe.attacks.membership import loss_scores, mia_loss
-from fedsafe.attacks.reference import half_masks, lira_scores, rmia_scores, scaled_logit, true_prob
+from fedsafe.attacks.membership.loss import loss_scores, mia_loss
+from fedsafe.attacks.membership.reference_attacks import (
+    lira_scores,
+    rmia_scores,
+    scaled_logit,
+    true_prob,
+)
+from fedsafe.attacks.membership.reference_models import half_masks
 from fedsafe.metrics import epsilon_from_rates, roc_metrics, split_half_epsilon
 
 N_CLASSES = 4
@@ -169,7 +175,7 @@ def test_reference_attacks_on_model_that_never_saw_members():
 
 
 def test_reference_models_start_from_fresh_weights():
-    from fedsafe.attacks.reference import _target_initial, initial_model
+    from fedsafe.attacks.membership.reference_models import _target_initial, initial_model
 
     spec = {"seed": 0, "model": "small_cnn"}
     manifest = {"channels": 1, "class_names": ["a", "b", "c"], "image_size": 16}

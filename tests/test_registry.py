@@ -9,8 +9,9 @@ import pytest
 from conftest import base_config
 
 import fedsafe.defenses as defenses
-from fedsafe import config as fc
+from fedsafe import config_check
 from fedsafe.attacks import ATTACKS
+from fedsafe.config.schema import ConfigError
 from fedsafe.data.registry import DATASETS
 from fedsafe.defenses import MECHANISMS
 from fedsafe.models import MODELS
@@ -39,10 +40,10 @@ def test_an_unknown_id_fails_the_config_check_naming_the_key_and_the_known_ids(m
                                                                              registry):
     cfg = base_config()
     mutate(cfg)
-    with pytest.raises(fc.ConfigError,
+    with pytest.raises(ConfigError,
                        match=re.escape(f"{key}: unknown {registry.noun} 'nope'; known: "
                                        f"{registry.known()}")):
-        fc.validate(cfg)
+        config_check.validate(cfg)
 
 
 def test_load_binds_the_fixed_arguments():

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import base_config, snakemake
 
-from fedsafe import config as fc
+from fedsafe import config_check
 from fedsafe.files import write_json
 from fedsafe.plots import write_plots
 from fedsafe.results.render import convergence_section, write_tables
@@ -39,7 +39,7 @@ def fake_grid(results, seeds=(0, 1)):
     cfg = base_config(seeds=list(seeds),
                       defenses={"none": {}, "dp_sgd": {"noise_multipliers": [0.5, 1.0]}},
                       attacks={"fgsm": {"options": {"eps": [0.0, 0.05]}}, "pgd": {}})
-    fc.validate(cfg)
+    config_check.validate(cfg)
     cell = "{dataset}/{defense}/noise_{noise}/seed_{seed}"
     expected = expected_jobs(cfg, f"{results}/train/{cell}/train.json",
                                 f"{results}/attacks/{cell}/{{attack}}.json")

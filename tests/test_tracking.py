@@ -492,14 +492,14 @@ def test_image_folders_readable_by_their_owner_only(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import base_config
 
-    from fedsafe import config as fc
+    from fedsafe import config_check
     from fedsafe.privacy_files import private_dir, protect_images
 
     existing = tmp_path / "existing"
     existing.mkdir(mode=0o755)
     assert stat.S_IMODE(private_dir(existing).stat().st_mode) == 0o700
     config = base_config(results_dir=str(tmp_path / "results"))
-    fc.validate(config)
+    config_check.validate(config)
     assert protect_images(config) is None  # no attack saves images: nothing to say
     config["attacks"]["inverting_gradients"] = {
         "options": {"observation": "gradient", "round": 1, "save_images": True}}

@@ -1,13 +1,14 @@
 """Canaries of the one-run privacy audit: their generation only, what training needs to insert
 them. Scoring, the bounds and the copy of a cell's data with its sample canaries
-are the audit's (`fedsafe.attacks.audit`, `fedsafe.attacks.canaries`). A leaf: it imports nothing
+are the audit's (`fedsafe.attacks.membership`: `audit`, `canaries`). A leaf: it imports nothing
 of fedsafe, so training builds its canary clients here and never depends on the audit (issue 23).
 
 Every canary is included with probability 1/2 (a coin the attacker does not see), at the level of
 the cell's guarantee:
 
 - Sample level (dp_sgd, and every non-client-level defense): canary *samples* (`make_canaries`)
-  added to the included canaries' clients' data (`fedsafe.attacks.canaries.add_canaries`).
+  added to the included canaries' clients' data
+  (`fedsafe.attacks.membership.canaries.add_canaries`).
 - Client level (dp_fedavg): canary *clients* (Andrew et al., "One-shot empirical privacy
   estimation for federated learning", ICLR 2024; `CanaryClients`). Canary i always sends the same
   update, a random unit direction u_i of the model's parameters scaled to the clipping norm C: the

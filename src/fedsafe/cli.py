@@ -54,7 +54,7 @@ def relog(results_dir: Path, experiment: str, uri: str | None = None) -> int:
 
 def ui_link(configfile: str, uri: str | None = None, port: int = 5000) -> str:
     """Where to look at the runs of the config's experiment (`fedsafe.tracking.where_to_look`)."""
-    from fedsafe.config import load_config
+    from fedsafe.config_check import load_config
     from fedsafe.tracking import tracking_uri, where_to_look
 
     config = load_config(configfile)
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
         return
     if args.cmd == "ui-link":
-        from fedsafe.config import ConfigError
+        from fedsafe.config.schema import ConfigError
         from fedsafe.tracking import TrackerError
 
         try:

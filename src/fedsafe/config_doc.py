@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from fedsafe.attacks import ATTACKS
-from fedsafe.config import SCHEMA
+from fedsafe.config.schema import SCHEMA
 from fedsafe.data.registry import DATASETS
 from fedsafe.defenses import MECHANISMS
 from fedsafe.models import MODELS

@@ -11,8 +11,8 @@ from fedsafe.tracking_queue import log_call
 log = logging.getLogger("fedsafe")
 
 
-def cell_id(spec: dict) -> str:
-    from fedsafe.config import cell_id as make_id
+def replicate_id(spec: dict) -> str:
+    from fedsafe.config.grid import replicate_id as make_id
 
     return make_id(spec["dataset"], spec["defense"], spec["noise"], spec["seed"])
 
@@ -59,12 +59,12 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
 
     started = time.time()  # the span of the job's MLflow run
     _set_threads(threads)
-    cell = cell_id(spec)
+    cell = replicate_id(spec)
     log.info("training %s", cell)
     data_dir = Path(data_path).parent
     # a sample-level audited cell trains on its data plus the included canaries (client-level
     # canaries join the server's sums instead: federation/simulation.py)
-    from fedsafe.attacks.canaries import add_canaries
+    from fedsafe.attacks.membership.canaries import add_canaries
     from fedsafe.canaries import SAMPLE_KINDS
 
     canaried = spec.get("canaries", {}).get("kind") in SAMPLE_KINDS
@@ -89,7 +89,7 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
 def reference(spec: dict, data_path: str | Path, out_path: str | Path,
               tracked: dict | None = None, threads: int = 1) -> dict:
     """Train the reference models of one (dataset, recipe, seed), shared by RMIA and LiRA."""
-    from fedsafe.attacks.reference import train_reference_models
+    from fedsafe.attacks.membership.reference_models import train_reference_models
     from fedsafe.data.prepare import load_prepared
     from fedsafe.federation.local import pick_device
 
@@ -118,7 +118,7 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
 
     started = time.time()  # the span of the job's MLflow run
     _set_threads(threads)
-    cell, kind = cell_id(train_spec), attack_spec["type"]
+    cell, kind = replicate_id(train_spec), attack_spec["type"]
     ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
                        read_json(train_json),
                        pick_device(train_spec["federation"]["device"]), Path(out_json).parent,

@@ -125,7 +125,7 @@ def split_half_epsilon(member_scores, nonmember_scores, delta: float = 1e-5, alp
 
     Heuristic, not an audit: it treats the members of one trained model as independent trials of
     the DP definition, which they are not (they are trained together, and a member's inclusion
-    was not randomised). `fedsafe.attacks.audit` gives the valid lower bound.
+    was not randomised). `fedsafe.attacks.membership.audit` gives the valid lower bound.
     """
     m, n = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ def image_dirs(config: dict) -> list[Path]:
     """The folders under which a (validated) config's run writes reconstruction grids: none
     unless an attack has `save_images: true`. The parents, not the grids' own folders: Snakemake
     deletes and recreates a rule's output folder (plots/reconstructions) before the job."""
-    from fedsafe.config import attack_spec
+    from fedsafe.config.specs import attack_spec
 
     if not any(attack_spec(config, a)["options"].get("save_images") for a in config["attacks"]):
         return []

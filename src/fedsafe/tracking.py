@@ -30,7 +30,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
-from fedsafe.config import config_hash
+from fedsafe.config.hashing import config_hash
 
 log = logging.getLogger("fedsafe.tracking")
 CELL_TAG, JOB_TAG = "fedsafe.cell", "fedsafe.job"

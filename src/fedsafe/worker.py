@@ -36,9 +36,9 @@ _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
 # What the jobs import; loaded once by the server (each 1-3 s), none of them starts a thread.
 PRELOAD = ("torch", "numpy", "scipy.stats", "pandas", "sklearn.metrics", "opacus", "torchattacks",
-           "fedsafe.federation.simulation", "fedsafe.attacks.evasion",
-           "fedsafe.attacks.gradient_inversion", "fedsafe.attacks.membership",
-           "fedsafe.attacks.reference", "fedsafe.attacks.audit",
+           "fedsafe.federation.simulation", "fedsafe.attacks.evasion.run",
+           "fedsafe.attacks.inversion.run", "fedsafe.attacks.membership.loss",
+           "fedsafe.attacks.membership.reference_attacks", "fedsafe.attacks.membership.audit",
            "fedsafe.results.summary", "fedsafe.results.render", "fedsafe.claims", "fedsafe.plots")
 
 

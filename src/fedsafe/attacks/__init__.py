@@ -15,7 +15,7 @@ from fedsafe.registry import Entry, Registry
 
 @dataclass(frozen=True)
 class AttackMeta:
-    family: str  # evasion | inversion | membership
+    family: str  # evasion | inversion | malicious | membership
     threat_model: str
     needs_reference: bool = False  # reads the dataset's reference models (rules/reference.smk)
     update_only: bool = False  # inverts a recorded update only (no single-gradient observation)
@@ -26,6 +26,11 @@ EVASION = ("white-box on the final global model and on each client's received co
 BLACK_BOX = "black-box (scores only) on the final global model and each client's received copy"
 INVERSION = ("honest-but-curious server inverts the victim's update as it received it in an observed "
              "round, after the client's defense (only the aggregate under secagg)")
+MALICIOUS = ("malicious server: in round `round` it sends the clients a crafted model (an imprint "
+             "block in front of the network, bins from public images) and recovers images "
+             "analytically from one client's update, or from the aggregate that secure "
+             "aggregation (or HE, once the clients decrypt it) reveals; the clients train with "
+             "the cell's recipe and defense")
 MEMBERSHIP = "black-box queries to the final global model; members = clients' training samples"
 REFERENCE = (MEMBERSHIP + "; the attacker also trains reference models with the target's recipe "
              "on population data (online: half of them on each target point)")
@@ -93,6 +98,17 @@ INVERSION_OPTIONS = {
     "tv_weight": Option(1e-4, float, 0.0), "init": Option("random", str, choices=("random", "cpl")),
     "save_images": Option(False, bool, doc="reconstruction grids (patients' images on real data)"),
 }
+IMPRINT_OPTIONS = {
+    "bins": Option(256, int, 2, doc="imprint bins: a bin holding one image gives it back; "
+                                    "several images per bin mix"),
+    "round": INVERSION_OPTIONS["round"],
+    "observation": Option("update", str, choices=("update", "aggregate", "gradient"),
+                          doc="update: one client's update (the aggregate under secagg); "
+                              "aggregate: the mean of the round's clients' updates; gradient: "
+                              "one SGD step on one batch per client (FedSGD)"),
+    "max_images": Option(64, int, 1, doc="skip (say so) when more images are attacked"),
+    "save_images": INVERSION_OPTIONS["save_images"],
+}
 MEMBERSHIP_OPTIONS = {"n_samples": _N}
 _ONLINE = Option(False, bool, doc="online: reference models trained on the target points too")
 RMIA_OPTIONS = {
@@ -108,9 +124,9 @@ AUDIT_OPTIONS = {
                               "(Bonferroni-corrected)"),
 }
 
-_EVASION = "fedsafe.attacks.evasion:run"
-_INVERSION = "fedsafe.attacks.gradient_inversion:run"
-_REFERENCE = "fedsafe.attacks.reference:run"
+_EVASION = "fedsafe.attacks.evasion.run:run"
+_INVERSION = "fedsafe.attacks.inversion.run:run"
+_REFERENCE = "fedsafe.attacks.membership.reference_attacks:run"
 
 ATTACKS = Registry("attacks.<id>.type", "attack", {
     "fgsm": Entry(_EVASION, EVASION_OPTIONS, {"kind": "fgsm"}, meta=AttackMeta("evasion", EVASION)),
@@ -129,12 +145,14 @@ ATTACKS = Registry("attacks.<id>.type", "attack", {
                     meta=AttackMeta("inversion", INVERSION, update_only=True)),
     "inverting_gradients": Entry(_INVERSION, INVERSION_OPTIONS, {"method": "inverting_gradients"},
                                  meta=AttackMeta("inversion", INVERSION)),
-    "mia_loss": Entry("fedsafe.attacks.membership:run", MEMBERSHIP_OPTIONS,
+    "malicious_imprint": Entry("fedsafe.attacks.malicious.imprint:run", IMPRINT_OPTIONS,
+                               meta=AttackMeta("malicious", MALICIOUS)),
+    "mia_loss": Entry("fedsafe.attacks.membership.loss:run", MEMBERSHIP_OPTIONS,
                       meta=AttackMeta("membership", MEMBERSHIP)),
     "mia_rmia": Entry(_REFERENCE, RMIA_OPTIONS, {"kind": "rmia"},
                       meta=AttackMeta("membership", REFERENCE, needs_reference=True)),
     "mia_lira": Entry(_REFERENCE, LIRA_OPTIONS, {"kind": "lira"},
                       meta=AttackMeta("membership", REFERENCE, needs_reference=True)),
-    "privacy_audit": Entry("fedsafe.attacks.audit:run", AUDIT_OPTIONS,
+    "privacy_audit": Entry("fedsafe.attacks.membership.audit:run", AUDIT_OPTIONS,
                            meta=AttackMeta("membership", AUDIT)),
 })

@@ -73,7 +73,7 @@ MECHANISMS = Registry("defenses.<id>.parts", "defense", {
             True, "scale b of the Laplace noise (std for Gaussian) on every shared update tensor",
             "none: no clipping, so the sensitivity is unbounded (MedPFL's heuristic, not DP)")),
     "secagg": Entry(
-        "fedsafe.defenses.secagg:SecureAggregation",
+        "fedsafe.defenses.secure_aggregation:SecureAggregation",
         {"clipping_range": Option(8.0, float, 0.0, low_open=True),
          "quantization_range": Option(2 ** 24, int, 2),
          "num_shares": Option(1.0, float, 0.0, low_open=True,

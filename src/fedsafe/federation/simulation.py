@@ -32,7 +32,7 @@ from fedsafe.data.prepare import load_prepared
 from fedsafe.defenses.base import build_defense
 from fedsafe.federation.grid import run_in_process
 from fedsafe.federation.local import TrainSettings, evaluate, local_train, pick_device
-from fedsafe.federation.secagg import (
+from fedsafe.federation.secagg_protocol import (
     is_secagg_train,
     secagg_train_input,
     secagg_train_reply,

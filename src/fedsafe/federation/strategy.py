@@ -7,7 +7,7 @@ every node for its partition id and number of examples (a `query` message; both 
 samples from the nodes in partition order.
 
 Under secure aggregation (`defense.secure`) each round's training exchange is a Flower SecAgg+
-round instead (`secagg.py`); everything after the mean update is shared (`_finish_round`).
+round instead (`secagg_protocol.py`); everything after the mean update is shared (`_finish_round`).
 
 The strategy also keeps what an honest-but-curious server observes in the rounds listed in
 `observe_rounds` (per-client updates as received, the aggregate, the global model before the
@@ -32,7 +32,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedsafe.defenses.accounting import Ledger
 from fedsafe.defenses.base import Defense
 from fedsafe.federation import clients_per_round
-from fedsafe.federation.secagg import secaggplus_mean
+from fedsafe.federation.secagg_protocol import secaggplus_mean
 from fedsafe.seeding import derive_seed
 
 
@@ -128,8 +128,8 @@ class DefendedFedAvg(FedAvg):
         """This round's training messages: the budget check, the seeded sample, one message per
         chosen node. Under secure aggregation the round is Flower's SecAgg+ protocol, which
         exchanges its own four stages of messages over the grid here (the Message API has no
-        SecAgg+ strategy; see secagg.py); `aggregate_train` then gets no replies and uses the
-        mean the protocol revealed."""
+        SecAgg+ strategy; see secagg_protocol.py); `aggregate_train` then gets no replies and uses
+        the mean the protocol revealed."""
         self._global = arrays.to_torch_state_dict()
         self._secure_mean = None
         if self.stopped is not None or (eligible := self.eligible(server_round)) is None:

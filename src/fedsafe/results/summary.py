@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedsafe import config as fc
 from fedsafe import robustness as rb
+from fedsafe.config import grid, hashing, specs
 from fedsafe.grid_keys import REPLICATE
 
 
 def spec_hash(spec: dict) -> str:
     """Hash of the spec a job ran with: a file whose hash differs from the current config's is
     stale (an older config), never mixed into the summary."""
-    return fc.config_hash(spec)
+    return hashing.config_hash(spec)
 
 
 def expected_jobs(config: dict, train_file: str, attack_file: str) -> list[dict]:
@@ -23,14 +23,14 @@ def expected_jobs(config: dict, train_file: str, attack_file: str) -> list[dict]
     ({dataset}, {defense}, {noise}, {seed}, {attack}), so paths are defined once, in the
     workflow."""
     jobs = []
-    for c in fc.cells(config):
-        cell = fc.cell_id(**c)
+    for c in grid.replicates(config):
+        cell = grid.replicate_id(**c)
         attacks = [{"attack": a, "file": attack_file.format(**c, attack=a),
-                    "spec": fc.attack_spec(config, a)} for a in fc.cell_attacks(config, **{
+                    "spec": specs.attack_spec(config, a)} for a in grid.cell_attacks(config, **{
                         k: c[k] for k in ("dataset", "defense", "noise")})]
         jobs.append({"cell": cell, "file": train_file.format(**c),
-                     "spec": fc.train_spec(config, c["dataset"], c["defense"], c["noise"],
-                                           c["seed"]), "attacks": attacks})
+                     "spec": specs.train_spec(config, c["dataset"], c["defense"], c["noise"],
+                                              c["seed"]), "attacks": attacks})
     return jobs
 
 

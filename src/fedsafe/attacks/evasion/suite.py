@@ -1,6 +1,6 @@
 """The evasion attacks, built from torchattacks: `build(kind, options, ...)` returns
 `make(model, eps) -> attack(x, y) -> adversarial x`, with the options already filled with their
-registry defaults (fedsafe.attacks).
+registry defaults (fedsafe.attacks); `craft` runs one on a set of samples.
 
 Several attempts (PGD restarts, AutoAttack's ensemble) are combined per sample, as AutoAttack
 does: each attempt attacks only the samples that survived the previous ones, and a sample counts
@@ -17,6 +17,16 @@ Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @torch.no_grad()
 def predict(model, x, batch_size=256):
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def craft(make, model, eps, x, y, batch_size, seed):
+    """The adversarial examples of `make(model, eps)` for x, in batches (eps 0: x itself)."""
+    if eps == 0:
+        return x
+    torch.manual_seed(seed)  # random starts
+    attack = make(model, eps)
+    return torch.cat([attack(x[i:i + batch_size], y[i:i + batch_size])
+                      for i in range(0, len(x), batch_size)])
 
 
 def worst_of(model, attempts: list[Attack]) -> Attack:

@@ -1,30 +1,25 @@
-"""Configuration: schema validation, id checks against the registries, and the grid of cells.
+"""Loading a config and checking it: the schema (fedsafe.config.schema, filling its defaults),
+then what a schema cannot express: ids known to the registries and the claims, every option
+against its registry declaration, and keys that must agree with each other. Every error is a
+ConfigError that starts with the offending key, raised before any job starts.
 
-Imported by the Snakefile at parse time, so it stays light (no torch) and every error names the
-offending config key before any job starts.
+Above the reporting layer: it reads the claim ids (fedsafe.claims), and the claims read the
+results, which read the grid (fedsafe.config). The Snakefile runs `validate` at parse time.
 """
 
-import copy
-import functools
-import hashlib
-import json
 from pathlib import Path
 
 import yaml
 
 from fedsafe.attacks import ATTACKS
+from fedsafe.config.grid import defense_parts
+from fedsafe.config.schema import SCHEMA, ConfigError, validate_schema
 from fedsafe.data.registry import DATASETS
 from fedsafe.defenses import MECHANISMS, has_noise
 from fedsafe.defenses import check_options as check_defense_options
 from fedsafe.federation import clients_per_round
 from fedsafe.models import MODELS
 from fedsafe.registry import UnknownId
-
-SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
@@ -36,40 +31,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
 
 
 def validate(config: dict, schema: Path = SCHEMA) -> None:
-    """The schema (filling its defaults into `config`), then the registries' checks. Every
-    error is a ConfigError that starts with the offending key."""
-    import jsonschema
-
-    checker, filler = _validators(str(schema))
-    errors = list(checker.iter_errors(config))
-    # A misspelt key also makes its intended key missing: name the misspelling.
-    typos = [e for e in errors if e.validator == "additionalProperties"]
-    error = typos[0] if typos else jsonschema.exceptions.best_match(errors)
-    if error is not None:
-        key = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise ConfigError(f"{key}: {error.message}")
-    filler.validate(config)
+    """The schema (filling its defaults into `config`), then the registries' checks."""
+    validate_schema(config, schema)
     check(config)
-
-
-@functools.lru_cache
-def _validators(schema: str):
-    """A checking validator, and one that also fills in defaults (as snakemake.utils.validate
-    does, but with the schema read once)."""
-    import jsonschema
-
-    rules = yaml.safe_load(Path(schema).read_text())
-    cls = jsonschema.validators.validator_for(rules)
-    properties = cls.VALIDATORS["properties"]
-
-    def fill(validator, props, instance, subschema):
-        if isinstance(instance, dict):
-            for key, sub in props.items():
-                if "default" in sub:
-                    instance.setdefault(key, copy.deepcopy(sub["default"]))
-        yield from properties(validator, props, instance, subschema)
-
-    return cls(rules), jsonschema.validators.extend(cls, {"properties": fill})(rules)
 
 
 def check(config: dict) -> None:
@@ -127,8 +91,10 @@ def check(config: dict) -> None:
         if unknown:
             raise ConfigError(f"attacks.{name}.datasets: {unknown} not in datasets "
                               f"{sorted(config['datasets'])}")
-        if entry.meta.family == "inversion":
+        if entry.meta.family in ("inversion", "malicious"):  # both read the observed round
             _check_inversion_round(config, name, a.get("options", {}))
+        if entry.meta.family == "malicious":
+            _check_imprint_model(config, name)
 
 
 def _entry(registry, name: str, where: str):
@@ -172,6 +138,15 @@ def _check_inversion_round(config: dict, attack: str, options: dict) -> None:
             "type", attack)).meta.update_only:
         raise ConfigError(f"attacks.{attack}.options.observation: the multi-step attack inverts "
                           "the recorded update (observation: update)")
+
+
+def _check_imprint_model(config: dict, attack: str) -> None:
+    """The malicious server puts an imprint block (a linear layer on the flattened image) in front
+    of the model: the model must take images, which a model entry says by its smallest image."""
+    model = config["federation"]["model"]
+    if getattr(MODELS.get(model).meta, "min_image_size", None) is None:
+        raise ConfigError(f"attacks.{attack}: federation.model {model!r} does not take images, so "
+                          "no imprint block can be put in front of it")
 
 
 def _check_secagg_clients(config: dict, defense: str) -> None:
@@ -222,103 +197,3 @@ def _check_local_files(name: str, ds: dict) -> None:
         if key in options and not Path(options[key]).expanduser().exists():
             hint = f"; get it from {ds['download']}" if "download" in ds else ""
             raise ConfigError(f"datasets.{name}.options.{key}: {options[key]} not found{hint}")
-
-
-def defense_parts(config: dict, defense: str) -> list[str]:
-    return list(config["defenses"][defense].get("parts", [defense]))
-
-
-def fmt_noise(x: float) -> str:
-    """One spelling per value in paths and tables (0.010 and 0.01 are the same cell)."""
-    return f"{float(x):g}"
-
-
-def noise_values(config: dict, defense: str) -> list[str]:
-    d = config["defenses"][defense]
-    if not has_noise(defense_parts(config, defense)):
-        return ["0"]
-    return list(dict.fromkeys(fmt_noise(x) for x in d["noise_multipliers"]))
-
-
-def cell_id(dataset: str, defense: str, noise, seed) -> str:
-    """A training cell's id, also its path under results/train/ (rules/common.smk: CELL)."""
-    return f"{dataset}/{defense}/noise_{fmt_noise(noise)}/seed_{seed}"
-
-
-def cells(config: dict) -> list[dict]:
-    """Every training cell of the grid: (dataset, defense, noise, seed)."""
-    return [{"dataset": ds, "defense": d, "noise": n, "seed": s}
-            for ds in config["datasets"] for d in config["defenses"]
-            for n in noise_values(config, d) for s in config["seeds"]]
-
-
-def dataset_spec(config: dict, dataset: str) -> dict:
-    ds = config["datasets"][dataset]
-    return {"dataset": dataset, "source": ds.get("source", dataset), "options": ds["options"],
-            "n_clients": ds["n_clients"], "partition": ds["partition"], "seed": ds["seed"],
-            "holdout_fraction": ds["holdout_fraction"]}
-
-
-def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int | str) -> dict:
-    """Everything that determines a trained model, and nothing else (so attack options never
-    trigger retraining)."""
-    spec = {"dataset": dataset, "defense": defense, "parts": defense_parts(config, defense),
-            "noise": float(noise), "seed": int(seed),
-            "options": config["defenses"][defense]["options"],
-            "federation": config["federation"], "model": config["federation"]["model"],
-            "data": dataset_spec(config, dataset)}
-    if audited(config, dataset, defense, noise):  # only these carry the key: others unchanged
-        a = config["audit"]  # client-level guarantees get canary clients (fedsafe/canaries.py)
-        kind = "update" if "dp_fedavg" in spec["parts"] else a.get("kind", "noise")
-        spec["canaries"] = {"n": int(a.get("canaries", 1000)), "kind": kind}
-    return spec
-
-
-def audited(config: dict, dataset: str, defense: str, noise) -> bool:
-    """The cell trains with canaries (the privacy audit's): its defense is in `audit.defenses`
-    and, where given, its dataset and noise multiplier in `audit.datasets` / `noise_multipliers`."""
-    a = config.get("audit", {})
-    noises = a.get("noise_multipliers")
-    return (defense in a.get("defenses", []) and dataset in a.get("datasets", [dataset])
-            and (noises is None or fmt_noise(noise) in {fmt_noise(n) for n in noises}))
-
-
-def cell_attacks(config: dict, dataset: str, defense: str, noise) -> list[str]:
-    """The attacks run on a cell: those of its dataset (`attacks.<id>.datasets`, default all), and
-    the privacy audit only on audited cells."""
-    return [a for a, v in config["attacks"].items()
-            if dataset in v.get("datasets", [dataset])
-            and (v.get("type", a) != "privacy_audit" or audited(config, dataset, defense, noise))]
-
-
-def needs_reference(config: dict, attack: str) -> bool:
-    return ATTACKS.get(config["attacks"][attack].get("type", attack)).meta.needs_reference
-
-
-def reference_spec(config: dict, dataset: str, seed: int | str) -> dict:
-    """What determines the reference models of a dataset: its data, the target's recipe (model,
-    federation settings) and the seed; never a defense or an attack option."""
-    ref = config.get("reference_models", {})
-    return {"dataset": dataset, "seed": int(seed), "model": config["federation"]["model"],
-            "federation": config["federation"], "n_models": int(ref.get("n", 8)),
-            "training": ref.get("training", "centralised"), "data": dataset_spec(config, dataset)}
-
-
-def attack_spec(config: dict, attack: str) -> dict:
-    a = config["attacks"][attack]
-    kind = a.get("type", attack)
-    return {"attack": attack, "type": kind, "options": ATTACKS.resolve(kind, a["options"])}
-
-
-# Keys that change where results are reported, never what they are: not hashed into the results'
-# config hash, and never a rule param (a param change reruns the job).
-TRACKING_KEYS = ("mlflow", "experiment")
-
-
-def results_hash(config: dict) -> str:
-    """Hash of everything in the config that can change a result (the summary's config_hash)."""
-    return config_hash({k: v for k, v in config.items() if k not in TRACKING_KEYS})
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -49,7 +49,7 @@ def loss_reduction_scores(initial, final, x, y, batch_size: int = 512) -> np.nda
     """Sample canary score: its loss under the initial model minus under the final one (higher =
     more likely trained on). The attacker needs query access to both models: in a federation every
     client and the server receive the initial global model."""
-    from fedsafe.attacks.membership import loss_scores
+    from fedsafe.attacks.membership.loss import loss_scores
 
     return loss_scores(final, x, y, batch_size) - loss_scores(initial, x, y, batch_size)
 

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from fedsafe.attacks.inversion.optimiser import SignedAdam, denormals_flushed
+from fedsafe.attacks.inversion.regularisers import total_variation
+
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
 
@@ -132,10 +135,6 @@ def _round_to_total(v: Tensor, total: int) -> Tensor:
     return c
 
 
-def _tv(x: Tensor) -> Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
-
-
 def reconstruct_fedavg(model: nn.Module, observed: dict[str, Tensor], t: ClientTraining,
                        input_shape: tuple, num_classes: int, iterations: int = 1000,
                        restarts: int = 1, lr: float = 0.1, tv_weight: float = 1e-3,
@@ -161,16 +160,12 @@ def reconstruct_fedavg(model: nn.Module, observed: dict[str, Tensor], t: ClientT
     def loss_fn(x: Tensor) -> Tensor:
         sim = _flat(simulate_update(model, params, x, y_soft, t))
         cos = (sim * target).sum() / (sim.norm() * t_norm + 1e-12)
-        return 1 - cos + tv_weight * _tv(x)
+        return 1 - cos + tv_weight * total_variation(x)
 
     step_fn = vmap(grad_and_value(loss_fn))  # every restart in one vectorised call
-    # saturated sigmoids produce denormal floats that slow CPU math >10x (see inversion.py)
-    torch.set_flush_denormal(True)
-    try:
+    with denormals_flushed():
         return _optimise(step_fn, init, restarts, t, input_shape, seed, dev, lr, iterations,
                          labels, progress)
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def _optimise(step_fn, init, restarts, t, input_shape, seed, dev, lr, iterations, labels,
@@ -179,17 +174,11 @@ def _optimise(step_fn, init, restarts, t, input_shape, seed, dev, lr, iterations
         gen = torch.Generator().manual_seed(seed)
         init = torch.rand((restarts, t.n_examples, *input_shape), generator=gen)
     x = init.detach().clone().to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)], gamma=0.1)
+    opt = SignedAdam(x, lr, iterations)
     history = []
     for it in range(iterations):
         g, losses = step_fn(x.detach())
-        x.grad = g.sign()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            x.clamp_(0, 1)
+        opt.step(g)
         history.append(losses.detach())
         if progress is not None:
             progress(it, float(losses.min()))

@@ -266,8 +266,8 @@ def run(ctx, options: dict) -> list[dict]:
 
     import torch
 
-    from fedsafe.attacks.canaries import client_scores, loss_reduction_scores
-    from fedsafe.attacks.membership import _delta
+    from fedsafe.attacks.membership.canaries import client_scores, loss_reduction_scores
+    from fedsafe.attacks.membership.cell import cell_delta
     from fedsafe.canaries import CLIENT_KIND
     from fedsafe.federation.local import to_tensor
     from fedsafe.models import build_model_for
@@ -293,7 +293,7 @@ def run(ctx, options: dict) -> list[dict]:
             xt = to_tensor(c["x"]).to(ctx.device)
             yt = torch.from_numpy(c["y"]).long().to(ctx.device)
             scores = loss_reduction_scores(initial, ctx.new_model(), xt, yt)
-    res = audit(scores, inc, _delta(ctx), float(options["confidence"]),
+    res = audit(scores, inc, cell_delta(ctx), float(options["confidence"]),
                 tuple(options["guess_fractions"]))
     eps = ctx.train_result.get("epsilon")
     eps = None if eps is None else float(eps)

@@ -1,4 +1,4 @@
-"""Gradient inversion by an honest-but-curious server (MedPFL's attacks).
+"""Gradient matching by an honest-but-curious server (MedPFL's attacks).
 
 The server sees a client's gradient (or weight update) and the model, and optimises a dummy image
 until its gradient matches the observed one:
@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fedsafe.attacks.inversion.optimiser import SignedAdam, denormals_flushed
+from fedsafe.attacks.inversion.regularisers import total_variation
 
 METHODS = ("dlg", "idlg", "inverting_gradients")
 CPL_TILE = 4  # side of the random CPL pattern; tiled to fill the image
@@ -103,10 +106,6 @@ def _cosine_distance(grads, target) -> Tensor:
     return 1 - dot / (gn * tn + 1e-12)
 
 
-def _total_variation(x: Tensor) -> Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
-
-
 def reconstruct(
     model: nn.Module,
     target_grads: Sequence[Tensor],
@@ -147,14 +146,9 @@ def reconstruct(
     if lr is None:
         lr = 0.1 if method == "inverting_gradients" else 1.0
 
-    # Saturated sigmoids produce denormal floats that slow CPU math >10x; flush them during the
-    # attack (torch has no getter, so we restore the default, off, afterwards).
-    torch.set_flush_denormal(True)
-    try:
+    with denormals_flushed():
         return _reconstruct(model, target, shape, num_classes, method, init, iterations, restarts,
                             lr, tv_weight, gen, labels, progress)
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def _reconstruct(model, target, shape, num_classes, method, init, iterations, restarts, lr,
@@ -205,16 +199,11 @@ def _run_lbfgs(model, target, x, label_logits, probs, iterations, lr):
 
 
 def _run_inverting_gradients(model, target, x, probs, iterations, lr, tv_weight):
-    """Geiping et al.: signed Adam, LR / 10 at 3/8, 5/8, 7/8 of the run, box constraint [0,1]."""
-    opt = torch.optim.Adam([x], lr=lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, milestones=[int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)], gamma=0.1)
+    """Geiping et al.: cosine distance plus total variation, signed Adam."""
+    opt = SignedAdam(x, lr, iterations)
     for it in range(iterations):
-        loss = _cosine_distance(_dummy_grads(model, x, probs), target) + tv_weight * _total_variation(x)
+        loss = (_cosine_distance(_dummy_grads(model, x, probs), target)
+                + tv_weight * total_variation(x))
         (g,) = torch.autograd.grad(loss, [x])
-        x.grad = g.sign()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            x.clamp_(0, 1)
+        opt.step(g)
         yield it, loss.item()

@@ -1,4 +1,4 @@
-"""Gradient inversion by the cell's honest-but-curious server, on what that server observed.
+"""The inversion attack job: the cell's honest-but-curious server inverts what it observed.
 
 Threat model as deployed (`observation: update`, the default): the attacker reads the server's
 recorded view of round `round` (`observed.pt`, written by the federation): the victim's update as
@@ -7,8 +7,9 @@ clients), the global model it sent, the client's number of examples, and the tra
 every server knows (optimizer, lr, local epochs, batch size). Nothing is replayed.
 
 - `fedavg` (multi-step, Dimitrov et al. 2022) simulates the client's local training on N dummy
-  images and matches the update (`fedavg_inversion.py`).
-- `dlg` / `idlg` / `inverting_gradients` treat the update as one gradient, -update / (lr x steps).
+  images and matches the update (`fedavg_update`).
+- `dlg` / `idlg` / `inverting_gradients` treat the update as one gradient, -update / (lr x steps)
+  (`gradient_matching`).
 
 MedPFL's single-gradient setting (`observation: gradient`) stays as an explicit mode: the victim
 shares one gradient of a batch of `batch_size` images (FedSGD), i.e. one SGD step at the
@@ -20,12 +21,12 @@ import json
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedsafe.attacks.context import AttackContext
+from fedsafe.attacks.inversion.figures import save_curve, save_grid
 from fedsafe.federation import clients_per_round
 from fedsafe.federation.local import TrainSettings, local_train, to_tensor
 from fedsafe.metrics import matched_image_metrics
@@ -93,7 +94,7 @@ def run(ctx: AttackContext, options: dict, *, method: str) -> list[dict]:
     """Inversion attack `method` (dlg, idlg, inverting_gradients, fedavg: bound by its registry
     entry) on the update the server recorded."""
     from fedsafe.attacks import INVERSION_OPTIONS
-    from fedsafe.attacks.inversion import reconstruct
+    from fedsafe.attacks.inversion.gradient_matching import reconstruct
     from fedsafe.options import resolve
 
     options = resolve(INVERSION_OPTIONS, options)
@@ -150,14 +151,14 @@ def run(ctx: AttackContext, options: dict, *, method: str) -> list[dict]:
 
 
 def _client_training(ctx, n_examples, rnd):
-    from fedsafe.attacks.fedavg_inversion import ClientTraining
+    from fedsafe.attacks.inversion.fedavg_update import ClientTraining
 
     f = TrainSettings.from_config(ctx.spec["federation"]).for_round(rnd)
     return ClientTraining(n_examples, f.batch_size, f.local_epochs, f.lr, f.optimizer, f.momentum)
 
 
 def _run_fedavg(ctx, options, rnd, victim, view, t0):
-    from fedsafe.attacks.fedavg_inversion import reconstruct_fedavg
+    from fedsafe.attacks.inversion.fedavg_update import reconstruct_fedavg
 
     n = view["num_examples"]
     shape, n_classes = _shape(ctx)
@@ -188,9 +189,9 @@ def _row(ctx, options, method, rnd, view, mode, orig, rec, label_accuracy, final
         from fedsafe.files import private_dir  # patients' images: owner-only
 
         private_dir(ctx.out_dir)
-        _save_grid(orig[m["original_index"]], rec[m["reconstruction_index"]], ctx.out_dir /
+        save_grid(orig[m["original_index"]], rec[m["reconstruction_index"]], ctx.out_dir /
                    f"{method}_round{rnd}_reconstructions.png")
-        _save_curve(curve, ctx.out_dir / f"{method}_round{rnd}_loss.png")
+        save_curve(curve, ctx.out_dir / f"{method}_round{rnd}_loss.png")
     log.info("%s round %d (%s): ssim %.3f, final loss %.4g", method, rnd, SETTINGS[mode],
              m["mean_ssim"], min(final_losses))
     return {"attack_param": "round", "attack_value": float(rnd), "setting": SETTINGS[mode],
@@ -206,40 +207,3 @@ def _row(ctx, options, method, rnd, view, mode, orig, rec, label_accuracy, final
                                               np.round(m["ssim"], 4).tolist()))),
             "attack_seconds": time.time() - t0}
 
-
-def _save_grid(orig: torch.Tensor, rec: torch.Tensor, path: Path) -> None:
-    """Originals (top row) over their matched reconstructions (bottom row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(orig)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
-    for i in range(n):
-        for row, img in enumerate((orig[i], rec[i])):
-            a = img.permute(1, 2, 0).numpy()
-            axes[row][i].imshow(a[..., 0] if a.shape[-1] == 1 else a, cmap="gray", vmin=0, vmax=1)
-            axes[row][i].axis("off")
-    axes[0][0].set_title("original", fontsize=7, loc="left")
-    axes[1][0].set_title("reconstruction", fontsize=7, loc="left")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _save_curve(losses: list[float], path: Path) -> None:
-    """The attack's loss per recorded iteration: flat at the end = converged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 2.6))
-    ax.plot(losses)
-    ax.set_yscale("log")
-    ax.set_xlabel("recorded step")
-    ax.set_ylabel("attack loss")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)

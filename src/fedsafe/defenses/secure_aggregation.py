@@ -2,7 +2,7 @@
 clients' updates, never one client's update.
 
 The protocol itself is Flower's (`SecAggPlusWorkflow` on the server, `secaggplus_mod` on the
-clients; see `fedsafe/federation/secagg.py` for how a round runs it). This mechanism marks a
+clients; see `fedsafe/federation/secagg_protocol.py` for how a round runs it). This mechanism marks a
 defense as secure, so the federation runs SecAgg+ rounds, and checks what a client is about to
 mask: SecAgg+ clips each coordinate to [-clipping_range, clipping_range] before quantising, which
 would silently change the experiment, so an update outside that range stops the run instead.
