@@ -104,7 +104,7 @@ def test_publish_copies_the_generated_verdicts(tmp_path):
     text = readme.read_text()
     assert "typed by hand" not in text and text.count(START) == 1 and text.endswith("rest\n")
     assert "| claim | source | verdict | rule |" in text and "**contradicted**" in text
-    assert "**untested**" not in text and "2 claim(s) of the papers" in text  # counted, not listed
+    assert "**untested**" not in text and "4 claim(s) of the papers" in text  # counted, not listed
     assert "`make publish` then `fedsafe publish" in text and "commit `abc1234`" in text
     docs = (tmp_path / "docs" / "published" / "results.md").read_text()
     assert "## Claims" in docs and "## All tables" in docs
@@ -145,3 +145,36 @@ def test_a_grid_without_evasion_rows_leaves_those_claims_untested():
     v = verdicts(df[df["family"] != "evasion"])
     assert v["fedsafe-noise-robustness"] == cl.UNTESTED and v["fedsafe-noise-transfer"] == cl.UNTESTED
     assert v["medpfl-server-reconstructs"] == cl.SUPPORTED
+
+
+def _malicious(shares_by_defense, seeds=range(10), n_images=96):
+    """Replicates whose malicious-server attack recovers the given share of its images."""
+    rows = []
+    for defense, share in shares_by_defense.items():
+        for seed in seeds:
+            rows.append({"config_hash": "x", "dataset": "mri", "defense": defense,
+                         "noise_multiplier": 0.0, "seed": seed, "defense_parts": defense,
+                         "guarantee": "none", "epsilon": np.nan, "clean_accuracy": 0.8,
+                         "attack": "imprint", "family": "malicious", "attack_param": "round",
+                         "attack_value": 1.0, "n_images": n_images,
+                         "reconstruction_success_rate": share(seed)})
+    return pd.DataFrame(rows)
+
+
+def test_the_malicious_server_claims_read_the_share_of_images_recovered():
+    by_id = {c.id: c for c in cl.CLAIMS}
+    verdict = lambda df, claim: cl.evaluate(by_id[claim], cl.replicate_metrics(df))[0]  # noqa: E731
+    # through secure aggregation the server recovers most images; DP-SGD leaves it nothing
+    df = _malicious({"secagg": lambda s: 0.80 + 0.01 * (s % 3), "dp_sgd": lambda s: 0.0})
+    assert verdict(df, "secagg-does-not-stop-malicious") == cl.SUPPORTED
+    assert verdict(df, "dp-sgd-stops-malicious") == cl.SUPPORTED
+    # the cases that must fail: secure aggregation that does stop it, DP-SGD that does not
+    df = _malicious({"secagg": lambda s: 0.0, "dp_sgd": lambda s: 0.6 + 0.02 * (s % 2)})
+    assert verdict(df, "secagg-does-not-stop-malicious") == cl.CONTRADICTED
+    assert verdict(df, "dp-sgd-stops-malicious") == cl.CONTRADICTED
+    # identical shares on few images: binomial sampling error keeps the interval from being exact
+    # (0.09 of 12 images is 1 image: not shown to be below 0.1)
+    df = _malicious({"dp_sgd": lambda s: 1 / 12}, n_images=12)
+    assert verdict(df, "dp-sgd-stops-malicious") != cl.SUPPORTED
+    # no malicious-server rows: untested
+    assert verdict(summary(), "secagg-does-not-stop-malicious") == cl.UNTESTED

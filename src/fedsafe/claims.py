@@ -54,8 +54,12 @@ MARGIN = 0.05  # accuracy points a defense may lose and still be "close" / "chea
 # for at least this much: more than a transfer rate's cross-machine drift (stats.DRIFT, 0.040), so
 # no verdict can rest on an effect that a change of machine produces.
 MIN_TRANSFER_EFFECT = 0.05
+# A malicious server "recovers" an image when its best match reaches MedPFL's success threshold
+# (SSIM >= 0.9, the attack's `reconstruction_success_rate`). It does not stop the server while it
+# recovers more than half of the images it attacks, and is stopped below one in ten.
+RECOVERS, STOPPED = 0.5, 0.1
 NAMES = {"clean": "clean accuracy", "robust": "robust accuracy", "transfer": "transfer rate",
-         "ssim": "SSIM", "auc": "AUC"}
+         "ssim": "SSIM", "auc": "AUC", "share": "share of images recovered"}
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,10 @@ def replicate_metrics(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
            "robust": _one(ev, keys + ["setting"], "robust_accuracy", "min"),
            "transfer": _one(_transfer_rows(df).assign(setting=eps), keys + ["setting"],
                             "transfer_rate", "mean"),
-           "auc": _one(df[df["family"] == "membership"], keys, "auc", "max").assign(setting="")}
+           "auc": _one(df[df["family"] == "membership"], keys, "auc", "max").assign(setting=""),
+           # a malicious server's best attack on the replicate (its strongest observation)
+           "share": _one(df[df["family"] == "malicious"], keys, "reconstruction_success_rate",
+                         "max").assign(setting="")}
     # per image, its best reconstruction over the replicate's attacks (the trade-off's SSIM)
     ssim = inversion_worst_case(df[df["family"] == "inversion"])
     info = df.drop_duplicates(keys)[keys]
@@ -229,6 +236,18 @@ CLAIMS = [
           "(worst-case AUC below 0.55 in every such cell)",
           "auc", _formal, Rule("below", 0.55), equivalence=True,
           needs="dp_sgd or dp_fedavg cells, a membership attack"),
+    Claim("secagg-does-not-stop-malicious", "benchmark",
+          "Secure aggregation does not stop a malicious server: with a crafted model it recovers "
+          f"more than {RECOVERS:g} of the images it attacks with SSIM >= 0.9 (its best setting "
+          "over the malicious-server attacks run)",
+          "share", lambda f: _parts(f, "secagg"), Rule("above", RECOVERS), equivalence=True,
+          needs="secagg cells, a malicious-server attack"),
+    Claim("dp-sgd-stops-malicious", "benchmark",
+          "DP-SGD stops a malicious server: it recovers fewer than "
+          f"{STOPPED:g} of the images it attacks with SSIM >= 0.9 (in every dp_sgd cell, its best "
+          "setting over the malicious-server attacks run)",
+          "share", lambda f: _parts(f, "dp_sgd"), Rule("below", STOPPED), equivalence=True,
+          needs="dp_sgd cells, a malicious-server attack"),
 ]
 
 

@@ -62,8 +62,10 @@ EQUIVALENCE_MARGIN = {"clean": 0.03, "robust": 0.03, "success": 0.03, "transfer"
 # was 0.012 (clean), 0.012 (robust), 0.016 (success), 0.021 (transfer), 0.0006 (SSIM) and 0.005
 # (AUC). SSIM and AUC keep wider values than measured, having no second machine to check them. A
 # verdict that one seed moved by this much would change is `fragile`.
+# The share of images a malicious server recovers has no measurement across machines yet: it takes
+# attack success's drift, the largest measured for a share of images.
 DRIFT = {"clean": 0.018, "robust": 0.013, "success": 0.045, "transfer": 0.040, "ssim": 0.02,
-         "auc": 0.01}
+         "auc": 0.01, "share": 0.045}
 
 
 def bounds(kind: str | None, difference: bool = False) -> tuple[float, float]:

@@ -20,6 +20,8 @@ def _images(frame: pd.DataFrame, column: str) -> pd.Series:
     """How many images a share in `column` is a share of (NaN: unknown)."""
     if column == "clean_accuracy":
         return numeric(frame, "n_test")
+    if column == "reconstruction_success_rate":  # of the images the server attacked
+        return numeric(frame, "n_images")
     n = numeric(frame, "n_samples")  # the attacked subset
     if column in ("attack_success_rate", "client_attack_success_rate"):  # of the correct ones
         n = n * numeric(frame, "eval_clean_accuracy")
