@@ -172,7 +172,7 @@ def test_audit_and_reference_attacks_through_the_workflow(workdir):
     cfg = base_config(
         defenses={"none": {}, "dp_sgd": {"noise_multipliers": [1.0]},
                   "dp_fedavg": {"noise_multipliers": [0.5], "options": {"mode": "central"}}},
-        audit={"defenses": ["dp_sgd", "dp_fedavg"], "canaries": 100},
+        audit={"defenses": ["dp_sgd", "dp_fedavg"], "canaries": 100, "client_canaries": 100},
         reference_models={"n": 2},
         attacks={"rmia": {"type": "mia_rmia", "options": {"n_samples": 30}},
                  "audit": {"type": "privacy_audit"}},
@@ -222,7 +222,11 @@ def test_only_audited_cells_get_canaries_and_the_audit():
     cfg["defenses"]["dp_fedavg"] = {"noise_multipliers": [1.0], "options": {"mode": "central"}}
     cfg["audit"]["defenses"] = ["dp_fedavg"]
     config_check.validate(cfg)
-    assert specs.train_spec(cfg, "mri", "dp_fedavg", "1", 0)["canaries"] == {"n": 50,
+    # canary clients have their own count: audit.client_canaries, 10,000 when not set
+    assert specs.train_spec(cfg, "mri", "dp_fedavg", "1", 0)["canaries"] == {"n": 10000,
+                                                                         "kind": "update"}
+    cfg["audit"]["client_canaries"] = 64
+    assert specs.train_spec(cfg, "mri", "dp_fedavg", "1", 0)["canaries"] == {"n": 64,
                                                                          "kind": "update"}
     cfg["defenses"]["dp_fedavg"] = {"parts": ["dp_fedavg", "secagg"], "noise_multipliers": [1.0],
                                     "options": {"mode": "distributed"}}

@@ -267,3 +267,20 @@ def test_jobs_get_tracking_from_the_config_not_from_their_paths(tmp_path, monkey
     # and none of it is a param of a job rule, so changing it reruns nothing
     rules = "".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
     assert "mlflow" not in rules and 'config["experiment"]' not in rules
+
+
+def test_more_canary_clients_than_the_model_has_directions_stop_at_parse_time():
+    """Canary clients are orthonormal directions: small_cnn on 32x32 RGB has 40,196 parameters,
+    39,936 usable directions; asking for more names the key before any job."""
+    import copy
+
+    from fedsafe.config.schema import ConfigError
+    from fedsafe.config_check import check, load_config
+
+    cfg = load_config(ROOT / "config" / "audit.yaml")
+    fits, too_many = copy.deepcopy(cfg), copy.deepcopy(cfg)
+    fits["audit"]["client_canaries"] = 39936
+    check(fits)
+    too_many["audit"]["client_canaries"] = 39937
+    with pytest.raises(ConfigError, match=r"audit\.client_canaries: 39937 canary clients.*39936"):
+        check(too_many)

@@ -18,7 +18,7 @@ from fedsafe.data.registry import DATASETS
 from fedsafe.defenses import MECHANISMS, has_noise
 from fedsafe.defenses import check_options as check_defense_options
 from fedsafe.federation import clients_per_round
-from fedsafe.models import MODELS
+from fedsafe.models import MODELS, build_model
 from fedsafe.registry import UnknownId
 
 
@@ -119,10 +119,45 @@ def _check_audit(config: dict) -> None:
             raise ConfigError(f"audit.defenses: {name!r} is distributed DP-FedAvg; canary "
                               "clients are audited against the central mechanism only (mode: "
                               "central)")
+    _check_canary_capacity(config, audited)
     for name, a in config["attacks"].items():
         if a.get("type", name) == "privacy_audit" and not audited:
             raise ConfigError(f"attacks.{name}: privacy_audit needs audited cells; list their "
                               "defenses in audit.defenses")
+
+
+def _check_canary_capacity(config: dict, audited: list[str]) -> None:
+    """Canary clients need as many orthogonal directions as there are canaries: more than the
+    model's parameters give stops the run here, where the dataset's options fix the model's shape
+    (the training job checks the others, naming the same key). Torch is imported only for a
+    config that audits a client-level cell; the model is built on the meta device (no memory)."""
+    client_level = [d for d in audited if "dp_fedavg" in defense_parts(config, d)]
+    wanted = config.get("audit", {}).get("datasets") or list(config["datasets"])
+    if not client_level:
+        return
+    import torch
+
+    from fedsafe.canaries import CanaryClients
+    from fedsafe.config.specs import canary_count
+
+    n = canary_count(config, ["dp_fedavg"])
+    for name in wanted:
+        ds = config["datasets"].get(name, {})
+        entry = DATASETS.entries.get(ds.get("source"))  # an unknown source is reported elsewhere
+        meta = entry.meta if entry else None
+        if meta is None or meta.channels is None or meta.classes is None:
+            continue
+        options = DATASETS.resolve(ds["source"], ds.get("options", {}))
+        classes = options[meta.classes] if isinstance(meta.classes, str) else meta.classes
+        with torch.device("meta"):
+            model = build_model(config["federation"]["model"], meta.channels, classes,
+                                options[meta.size_option])
+        d = sum(p.numel() for p in model.parameters())
+        try:
+            CanaryClients.check_count(n, d, key="audit.client_canaries")
+        except ValueError as e:
+            raise ConfigError(f"{e} (dataset {name}, model {config['federation']['model']})") \
+                from None
 
 
 def _check_inversion_round(config: dict, attack: str, options: dict) -> None:

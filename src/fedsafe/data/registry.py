@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 class DatasetMeta:
     size_option: str = "image_size"  # the option that sets the side of the (square) images
     samples_option: str | None = None  # the option that bounds how many images there are
+    # the image channels and the classes, where the options fix them before any data is read
+    # (parse-time checks that need the model's shape, e.g. the audit's canary capacity)
+    channels: int | None = None
+    classes: int | str | None = None  # a count, or the option that sets it
 
 
 _SIZE = Option(32, int, 8, 1024, doc="side of the square images, in pixels")
@@ -41,13 +45,13 @@ DATASETS = Registry("datasets.<id>.source", "dataset", {
         {**_SYNTHETIC, "n_classes": Option(4, int, 2, 4, doc="first n of the four tissue classes")},
         doc="Synthetic H&E-like RGB tissue tiles (normal/tumour/stroma/lymphocytes) from several "
             "simulated hospitals; no download.",
-        meta=DatasetMeta(samples_option="n_samples"),
+        meta=DatasetMeta(samples_option="n_samples", channels=3, classes="n_classes"),
     ),
     "synthetic_brain_mri": Entry(
         "fedsafe.data.synthetic:synthetic_brain_mri", _SYNTHETIC,
         doc="Synthetic grey brain MRI slices (glioma/meningioma/no_tumour) from several simulated "
             "scanners; no download.",
-        meta=DatasetMeta(samples_option="n_samples"),
+        meta=DatasetMeta(samples_option="n_samples", channels=1, classes=3),
     ),
     "medmnist": Entry(
         "fedsafe.data.loaders:load_medmnist",
