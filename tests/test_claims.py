@@ -178,3 +178,20 @@ def test_the_malicious_server_claims_read_the_share_of_images_recovered():
     assert verdict(df, "dp-sgd-stops-malicious") != cl.SUPPORTED
     # no malicious-server rows: untested
     assert verdict(summary(), "secagg-does-not-stop-malicious") == cl.UNTESTED
+
+
+def test_the_claims_floor_the_ssim_error_on_few_images_as_the_tables_do():
+    """Two reconstructed images give the spread over images one degree of freedom: the claims
+    read the same floored error (0.5 / sqrt(2)) as the inversion table, not the measured 0.005."""
+    import json
+
+    from fedsafe.results.sampling import sampling_se
+    from fedsafe.results.tables import inversion_worst_case
+
+    row = {"dataset": "mri", "defense": "dp_sgd", "noise_multiplier": 1.0, "seed": 0,
+           "attack": "ig", "family": "inversion", "ssim": 0.015,
+           "image_ssim": json.dumps({"0:0": 0.01, "0:1": 0.02})}
+    inv = pd.DataFrame([row])
+    claim_se = float(inversion_worst_case(inv)["se"].iloc[0])
+    table_se = float(sampling_se(inv, "ssim").iloc[0])
+    assert claim_se == table_se == 0.5 / np.sqrt(2)

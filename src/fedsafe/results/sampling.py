@@ -46,7 +46,13 @@ def _image_se(per_image) -> float:
     freedom), so it is raised to the bound no score in [0, 1] can exceed: 0.5 / sqrt(n)."""
     if not isinstance(per_image, str):
         return np.nan
-    scores = list(json.loads(per_image).values())
+    return scores_se(list(json.loads(per_image).values()))
+
+
+def scores_se(scores) -> float:
+    """Standard error of a mean of per-image scores in [0, 1], with the floor of `_image_se`
+    below FEW_IMAGES images (the tables and the claims read the same error)."""
+    scores = list(scores)
     se = mean_se(scores)
     if len(scores) < FEW_IMAGES:
         se = max(np.nan_to_num(se), 0.5 / np.sqrt(max(1, len(scores))))

@@ -8,7 +8,7 @@ import pandas as pd
 
 from fedsafe import robustness as rb
 from fedsafe.grid_keys import REPLICATE
-from fedsafe.results.sampling import mean_se, numeric, rms, sampling_se
+from fedsafe.results.sampling import numeric, rms, sampling_se, scores_se
 
 
 def family(df: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -125,7 +125,8 @@ def inversion_worst_case(inv: pd.DataFrame) -> pd.DataFrame:
     """Per attacked image, its best reconstruction over every inversion attack run on the
     replicate (the patient's worst case), averaged over those images: one value per replicate.
     Rows without per-image scores (`image_ssim`) count with their mean SSIM. `se`: the standard
-    error of that mean over the images (NaN where there are no per-image scores)."""
+    error of that mean over the images, floored on few images as every SSIM error is
+    (`sampling.scores_se`; NaN where there are no per-image scores)."""
     if "ssim" not in inv or inv["ssim"].isna().all():
         return pd.DataFrame()
     out = []
@@ -141,7 +142,7 @@ def inversion_worst_case(inv: pd.DataFrame) -> pd.DataFrame:
         values = [(v, np.nan) for v in plain]  # (mean SSIM, its standard error)
         if per_image:
             values.append((sum(per_image.values()) / len(per_image),
-                           mean_se(per_image.values())))
+                           scores_se(per_image.values())))
         value, se = max(values, key=lambda x: x[0])
         out.append({**dict(zip(REPLICATE, keys)), "value": value, "se": se})
     return pd.DataFrame(out).assign(column="recon. SSIM", metric="ssim")
