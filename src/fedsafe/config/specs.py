@@ -29,8 +29,8 @@ def train_spec(config: dict, dataset: str, defense: str, noise: str, seed: int |
 
 
 # Canary clients are orthonormal random directions: many more fit than canary samples could be
-# trained with, and the one-run bound's ceiling grows with their number (10,000 canaries: 16.1 by
-# the f-DP bound at 95%, delta 1e-5, above config/audit.yaml's DP-FedAvg epsilon of 15.5).
+# trained with, and the one-run bound's ceiling grows with their number (10,000 canaries: 12.9 by
+# the f-DP bound at 95%, delta 1e-5, above config/audit.yaml's DP-FedAvg epsilons of 9.3 and 6.6).
 CLIENT_CANARIES = 10_000
 
 
