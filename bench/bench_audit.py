@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 from common import table, write
-from data import default_config, default_spec, prepared
+from data import cell_files, default_config, default_spec, prepared
 
 
 def _train(spec: dict, out: Path) -> float:
     from fedsafe.jobs import train
 
     t0 = time.perf_counter()
-    train(spec, prepared() / "data.npz", out / "train.json", {"enabled": False}, "bench", threads=2)
+    train(spec, prepared() / "data.npz", out / "train.json", cell_files(out), threads=2)
     return time.perf_counter() - t0
 
 
@@ -95,7 +95,7 @@ def main(argv=None, **_) -> dict:
         t_clean = _train(spec, tmp / "clean")
         t_audit = _train(audited, tmp / "audited")
         result = json.loads((tmp / "audited" / "train.json").read_text())
-        ctx = load_context(prepared(), tmp / "audited", audited, result, "cpu", tmp)
+        ctx = load_context(prepared(), cell_files(tmp / "audited"), audited, result, "cpu", tmp)
         t0 = time.perf_counter()
         row = ATTACKS.load("privacy_audit")(
             ctx, {"confidence": 0.95, "guess_fractions": [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]})[0]
@@ -113,7 +113,8 @@ def main(argv=None, **_) -> dict:
         if a.quick:
             rspec["federation"] = spec["federation"]
         t0 = time.perf_counter()
-        info = reference(rspec, prepared() / "data.npz", tmp / "reference.pt", threads=2)
+        info = reference(rspec, prepared() / "data.npz", tmp / "reference.pt",
+                         tmp / "reference.json", threads=2)
         t_ref = time.perf_counter() - t0
         ctx.reference_path = tmp / "reference.pt"
         base = {"n_samples": 150, "offline_a": 0.3, "gamma": 1.0}

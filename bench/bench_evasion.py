@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from common import CACHE, table, write
-from data import DATASET, default_config, default_spec, prepared
+from data import DATASET, cell_files, default_config, default_spec, prepared
 
 TARGET_POINTS = 0.02  # default PGD within 2 points of PGD-50x5
 
@@ -92,7 +92,7 @@ def main(argv=None, **_) -> dict:
     from fedsafe.robustness import worst_case_rows
 
     cell = trained_cell()
-    ctx = load_context(prepared(), cell, default_spec(),
+    ctx = load_context(prepared(), cell_files(cell), default_spec(),
                        json.loads((cell / "train.json").read_text()))
     eps = [float(e) for e in default_config()["attacks"]["pgd"]["options"]["eps"]]
     results, rows, cost = [], [], {}

@@ -5,10 +5,12 @@ rule attack:
         model=rules.train.output.model,
         checkpoints=rules.train.output.checkpoints,
         observed=rules.train.output.observed,
+        canaries=rules.train.output.canaries,
         train=rules.train.output.metrics,
         reference=reference_input,
     output:
         ATTACK_JSON,
+        images=directory(ATTACK_IMAGES),
     log:
         f"{RESULTS}/logs/attack/{REPLICATE}/{{attack}}.log",
     benchmark:

@@ -16,6 +16,7 @@ os.environ.setdefault("FEDSAFE_ROOT", str(Path(workflow.basedir)))
 from fedsafe import config_check
 from fedsafe.config import grid, hashing, specs
 from fedsafe.config.schema import ConfigError
+from fedsafe.plots import PLOTS
 from fedsafe.results.render import TABLES
 from fedsafe.results.summary import expected_jobs
 
@@ -61,9 +62,13 @@ wildcard_constraints:
 # checklist (fedsafe.results.summary.expected_jobs) formats them for every replicate of the grid.
 TRAIN_DIR = f"{RESULTS}/train/{REPLICATE}"
 TRAIN_JSON = f"{TRAIN_DIR}/train.json"
+TRAIN_MODEL = f"{TRAIN_DIR}/model.pt"
 ATTACKS_DIR = f"{RESULTS}/attacks"
 ATTACK_JSON = f"{ATTACKS_DIR}/{REPLICATE}/{{attack}}.json"
-REFERENCE = f"{RESULTS}/reference/{{dataset}}/seed_{{seed}}/reference.pt"
+# the attack's reconstruction grids and loss curves (empty unless it saves images)
+ATTACK_IMAGES = f"{ATTACKS_DIR}/{REPLICATE}/{{attack}}"
+REFERENCE_DIR = f"{RESULTS}/reference/{{dataset}}/seed_{{seed}}"
+REFERENCE = f"{REFERENCE_DIR}/reference.pt"
 
 
 def reference_input(wildcards):
@@ -77,13 +82,23 @@ def reference_input(wildcards):
 # attack files exist after a `--keep-going` run with failed jobs; the missing ones are listed
 # in missing.csv and in the tables. By default the aggregate waits for every job of the grid.
 EXPECTED = expected_jobs(config, TRAIN_JSON, ATTACK_JSON)
-PLOTS = ("accuracy_vs_noise", "robust_vs_eps", "ssim_vs_noise", "frontier")
+# the same jobs' models and image folders (the grid formats any pattern of the rules' outputs)
+MODELS_AND_IMAGES = expected_jobs(config, TRAIN_MODEL, ATTACK_IMAGES)
 
 
-def aggregate_inputs(wildcards):
-    files = [j["file"] for j in EXPECTED] + [
-        a["file"] for j in EXPECTED for a in j["attacks"]
-    ]
+def _existing(files):
     if config.get("allow_missing", False):
         return [f for f in files if os.path.exists(f)]
     return files
+
+
+def aggregate_inputs(wildcards):
+    return _existing(
+        [j["file"] for j in EXPECTED]
+        + [a["file"] for j in EXPECTED for a in j["attacks"]]
+    )
+
+
+def image_inputs(wildcards):
+    """Every attack's image folder, for the plots' reconstruction grids."""
+    return _existing([a["file"] for j in MODELS_AND_IMAGES for a in j["attacks"]])

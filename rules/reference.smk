@@ -5,6 +5,7 @@ rule reference:
         data=rules.prepare_data.output.data,
     output:
         models=REFERENCE,
+        info=f"{REFERENCE_DIR}/reference.json",
     log:
         f"{RESULTS}/logs/reference/{{dataset}}/seed_{{seed}}.log",
     benchmark:

@@ -85,6 +85,7 @@ rule plots:
         summary=rules.aggregate.output.csv,
         tables=rules.tables.output,
         claims=rules.claims.output.claims,
+        images=image_inputs,
     output:
         **{
             name: report(
@@ -110,9 +111,6 @@ rule plots:
     conda:
         "../envs/fedsafe.yaml"
     params:
-        attacks=[
-            (j["cell"], a["attack"], a["file"]) for j in EXPECTED for a in j["attacks"]
-        ],
         attacks_dir=ATTACKS_DIR,
         config_hash=hashing.results_hash(config),
     script:
@@ -134,5 +132,25 @@ rule relog:
         "../envs/fedsafe.yaml"
     params:
         results=RESULTS,
+        jobs=[
+            {
+                "file": job["file"],
+                "model": files["file"],
+                "data": rules.prepare_data.output.data.format(
+                    dataset=job["spec"]["dataset"]
+                ),
+                "attacks": [
+                    {"file": a["file"], "images": i["file"]}
+                    for a, i in zip(job["attacks"], files["attacks"])
+                ],
+            }
+            for job, files in zip(EXPECTED, MODELS_AND_IMAGES)
+        ],
+        # plain paths: the rules' file objects hold their rule, which does not pickle
+        summary={
+            "summary": str(rules.aggregate.output.csv),
+            "tables": [str(f) for f in rules.tables.output],
+            "plots": [str(f) for f in rules.plots.output],
+        },
     script:
         "../workflow/scripts/relog.py"

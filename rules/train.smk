@@ -2,10 +2,15 @@ rule train:
     input:
         data=rules.prepare_data.output.data,
     output:
-        model=f"{TRAIN_DIR}/model.pt",
+        model=TRAIN_MODEL,
         checkpoints=f"{TRAIN_DIR}/checkpoints.pt",
         metrics=TRAIN_JSON,
         observed=f"{TRAIN_DIR}/observed.pt",
+        # the audit's canaries; an archive without arrays where the replicate is not audited
+        # (an output must exist, and one reader's check beats a rule per kind of replicate)
+        canaries=f"{TRAIN_DIR}/canaries.npz",
+        # one <partition>.jsonl per client that logs its own diagnostics (private cells)
+        clients=directory(f"{TRAIN_DIR}/clients"),
     log:
         f"{RESULTS}/logs/train/{REPLICATE}.log",
     benchmark:

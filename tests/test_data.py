@@ -342,6 +342,12 @@ def test_medmnist_without_its_package_stops_at_parse_time(monkeypatch):
         config_check.validate(cfg)
 
 
+def _cell_files(root):  # the train rule's outputs, as rules/train.smk names them
+    return {"model": root / "train/model.pt", "checkpoints": root / "train/checkpoints.pt",
+            "observed": root / "train/observed.pt", "canaries": root / "train/canaries.npz",
+            "clients": root / "train/clients"}
+
+
 @pytest.fixture(scope="module")
 def tiny_cell(tmp_path_factory):
     """A prepared set and a trained cell's files (1 round), shared by the corruption tests."""
@@ -355,7 +361,7 @@ def tiny_cell(tmp_path_factory):
     config_check.validate(cfg)
     jobs.prepare(specs.dataset_spec(cfg, "mri"), root / "data")
     spec = specs.train_spec(cfg, "mri", "none", "0", 0)
-    jobs.train(spec, root / "data/data.npz", root / "train/train.json")
+    jobs.train(spec, root / "data/data.npz", root / "train/train.json", _cell_files(root))
     return root, spec, specs.attack_spec(cfg, "fgsm")
 
 
@@ -373,7 +379,9 @@ def test_corrupt_input_file_names_the_file_and_how_to_regenerate_it(tiny_cell, t
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # truncated
     c = tmp_path / "c"
     with pytest.raises((ValueError, OSError)) as err:
-        jobs.attack(spec, attack, c / "data/data.npz", c / "train/model.pt",
-                    c / "train/train.json", tmp_path / "out.json")
+        files = _cell_files(c)
+        jobs.attack(spec, attack, c / "data/data.npz", files["model"], files["checkpoints"],
+                    files["observed"], files["canaries"], c / "train/train.json",
+                    tmp_path / "out.json", tmp_path / "images")
     assert str(damaged) in str(err.value) and f"`rm {damaged}`" in str(err.value)
     assert "make run" in str(err.value)

@@ -348,7 +348,8 @@ def federations(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(sim, "local_train", recording)
             result = sim.train_cell(root / "data", spec, root / name, cpus=1)
-        out[name] = (load_context(root / "data", root / name, spec, result), sent)
+        files = {k: root / name / f"{k}.pt" for k in ("model", "checkpoints", "observed")}
+        out[name] = (load_context(root / "data", files, spec, result), sent)
     return out
 
 

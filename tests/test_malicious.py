@@ -63,7 +63,8 @@ def secure_federation(tmp_path_factory):
     spec = dict(defense="secagg", parts=["secagg"], noise=0.0, options={}, seed=0,
                 federation=fed, model="small_cnn")
     result = sim.train_cell(root / "data", spec, root / "secagg", cpus=1)
-    return load_context(root / "data", root / "secagg", spec, result)
+    return load_context(root / "data", {k: root / "secagg" / f"{k}.pt" for k in (
+        "model", "checkpoints", "observed")}, spec, result)
 
 
 def test_the_secure_aggregate_of_a_real_federation_gives_images_back(secure_federation):

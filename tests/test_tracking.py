@@ -274,7 +274,9 @@ def test_relog_takes_each_run_span_and_data_from_the_job_files(tmp_path):
     data.parent.mkdir(parents=True)
     np.savez(data, x_train=np.zeros(3))
     uri = f"sqlite:///{results}/mlflow.db"
-    assert relog(results, "exp", uri) == 1
+    jobs = [{"file": f, "model": f.with_name("model.pt"), "data": data, "attacks": []}]
+    assert relog(jobs, {"summary": results / "summary.csv", "tables": [], "plots": []}, "exp",
+                 uri) == 1
     (run,) = runs(uri)
     assert (run.info.start_time, run.info.end_time) == (1_699_999_970_000, 1_700_000_000_000)
     assert [d.dataset.name for d in MlflowClient(uri).get_run(run.info.run_id)

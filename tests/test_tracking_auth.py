@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import base_config, snakemake
+from conftest import ROOT, base_config, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tracking_auth")]
 JOB_USER = "fedsafe-job"
@@ -146,7 +146,8 @@ def test_no_image_of_the_data_leaves_the_results_folder(server, grid, as_job):
 
     results = grid["workdir"] / "results"
     grids = sorted(results.rglob("*_reconstructions.png"))
-    assert {p.parent.name for p in grids} == {"seed_0", "reconstructions"}  # on disk: both
+    # on disk: in the attack's image folder and copied to the plots'
+    assert {p.parent.name for p in grids} == {"inverting_gradients", "reconstructions"}
     for png in grids:  # a folder on the way is closed to everyone but its owner
         assert any(stat.S_IMODE(d.stat().st_mode) & 0o077 == 0
                    for d in png.parents if results in d.parents)
@@ -204,10 +205,13 @@ def test_wrong_password_costs_one_attempt_and_relog_catches_up(server, grid, mon
     (warning,) = caplog.records
     assert "HTTP 401" in warning.message and "MLFLOW_TRACKING_USERNAME" in warning.message
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server["password"])
-    out = subprocess.run([sys.executable, "-m", "fedsafe.cli", "relog", str(results),
-                          "--experiment", "relogged"], capture_output=True, text=True,
-                         timeout=300)
-    assert "logged 3 runs" in out.stdout, out.stderr
+    # the CLI runs `snakemake relog --cores 1` (the rule knows the grid's files) in the checkout
+    workdir = grid["workdir"]
+    out = subprocess.run([sys.executable, "-m", "fedsafe.cli", "relog", "--directory",
+                          str(workdir), "--configfile", str(workdir / "config.yaml"), "--config",
+                          "experiment=relogged"], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert "re-logged 3 runs" in out.stdout + out.stderr, out.stderr
     _, runs = all_runs(server, "relogged")
     assert len(runs) == 3
     assert before == {p: p.read_bytes() for p in results.rglob("*.json")}  # files untouched

@@ -103,3 +103,25 @@ def test_test_grid_runs_from_its_folder_as_ci_runs_it(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert job_counts(proc.stdout) == {"all": 1, "prepare_data": 1, "train": 1, "attack": 1,
                                        "aggregate": 1, "tables": 1, "claims": 1, "plots": 1}
+
+
+def test_dry_run_lists_every_file_the_jobs_write(workdir):
+    """Every file a job writes is a declared output (issue 23): the audited replicate's canaries,
+    the clients' logs, the reference models' info, an attack's image folder; nothing is found by
+    globbing after the fact."""
+    cfg = base_config(
+        defenses={"none": {}, "dp_sgd": {"noise_multipliers": [1.0]}},
+        audit={"defenses": ["dp_sgd"], "canaries": 100},
+        reference_models={"n": 2},
+        attacks={"inversion": {"type": "inverting_gradients",
+                               "options": {"observation": "gradient", "iterations": 2,
+                                           "save_images": True}},
+                 "rmia": {"type": "mia_rmia", "options": {"n_samples": 30}},
+                 "audit": {"type": "privacy_audit"}},
+        mlflow={"enabled": False})
+    listed = snakemake(["-n", "--summary"], cfg, workdir).stdout
+    for replicate in ("mri/none/noise_0/seed_0", "mri/dp_sgd/noise_1/seed_0"):
+        for name in ("canaries.npz", "clients", "model.pt", "observed.pt"):
+            assert f"results/train/{replicate}/{name}\t" in listed, name
+        assert f"results/attacks/{replicate}/inversion\t" in listed
+    assert "results/reference/mri/seed_0/reference.json\t" in listed

@@ -1,6 +1,7 @@
-"""`fedsafe relog RESULTS_DIR --experiment NAME`: mirror the job files under a results folder to
-MLflow again (for jobs that ran while the tracker was unreachable). Replaces runs, never
-duplicates them, so it is safe to run any number of times.
+"""`fedsafe relog [--configfile CONFIG ...]`: mirror the grid's job files to MLflow again (for jobs
+that ran while the tracker was unreachable), as `snakemake relog --cores 1` with those arguments:
+the workflow knows every job's files. Replaces runs, never duplicates them, so it is safe to run
+any number of times.
 
 `fedsafe ui-link [--configfile CONFIG]`: the command that starts MLflow's UI on a config's store
 and the link to its experiment's runs table.
@@ -11,6 +12,8 @@ intervals, the drift per metric over rows paired by seed, and the claim verdicts
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -21,35 +24,48 @@ def _span(path: Path, seconds: float = 0.0) -> dict:
     return {"start_time": end - int(seconds * 1000), "end_time": end}
 
 
-def relog(results_dir: Path, experiment: str, uri: str | None = None) -> int:
-    """Log every train, attack and summary file under results_dir; returns the runs logged."""
-    from fedsafe.tracking import log_attack, log_summary, log_train, tracking_uri
+def relog(jobs: list[dict], summary: dict, experiment: str, uri: str) -> int:
+    """Log the grid's job files that exist; returns the runs logged. `jobs` are the train jobs,
+    each {"file": its train.json, "model", "data", "attacks": [{"file": JSON, "images": folder}]}
+    and `summary` the report's files {"summary": csv, "tables": [...], "plots": [...]}, all as
+    the rules declare them (rules/report.smk: relog)."""
+    from fedsafe.jobs import reconstruction_grids
+    from fedsafe.tracking import log_attack, log_summary, log_train
 
-    uri = uri or tracking_uri({}, results_dir)
     n = 0
-    specs = {}
-    for f in sorted((results_dir / "train").rglob("train.json")):
+    for job in jobs:
+        f = Path(job["file"])
+        if not f.exists():
+            continue
         t = json.loads(f.read_text())
-        specs[t["cell"]] = t["spec"]
-        # the prepared data where rules/data.smk writes it (no dataset input if it is gone)
-        data = results_dir / "data" / t["spec"]["dataset"] / "data.npz"
-        n += log_train(uri, experiment, t, [f.with_name("model.pt")], data=data,
+        n += log_train(uri, experiment, t, [Path(job["model"])], data=Path(job["data"]),
                        **_span(f, t.get("train_seconds", 0))) is not None
-    for f in sorted((results_dir / "attacks").rglob("*.json")):
-        a = json.loads(f.read_text())
-        if a["cell"] in specs:
-            grids = sorted(f.parent.glob("*_reconstructions.png"))
-            n += log_attack(uri, experiment, a, specs[a["cell"]], grids,
-                            **_span(f, a.get("seconds", 0))) is not None
-    summary = results_dir / "summary.csv"
-    if summary.exists():
+        for attack in job["attacks"]:
+            a_file = Path(attack["file"])
+            if a_file.exists():
+                a = json.loads(a_file.read_text())
+                n += log_attack(uri, experiment, a, t["spec"],
+                                reconstruction_grids(attack["images"]),
+                                **_span(a_file, a.get("seconds", 0))) is not None
+    csv = Path(summary["summary"])
+    if csv.exists():
         import pandas as pd
 
-        config = pd.read_csv(summary, usecols=["config_hash"])["config_hash"]
+        config = pd.read_csv(csv, usecols=["config_hash"])["config_hash"]
         n += log_summary(uri, experiment, config.iloc[0] if len(config) else "", {
-            "": [summary], "tables": sorted((results_dir / "tables").glob("*.*")),
-            "plots": sorted((results_dir / "plots").rglob("*.*"))}, **_span(summary)) is not None
+            "": [csv], "tables": _existing(summary["tables"]),
+            "plots": _existing(summary["plots"])}, **_span(csv)) is not None
     return n
+
+
+def _existing(paths: list[str]) -> list[Path]:
+    """The files among paths that exist, a declared folder's (plots/reconstructions) listed."""
+    out = []
+    for p in map(Path, paths):
+        # a folder's files, less Snakemake's own marker (.snakemake_timestamp)
+        out += ([f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+                if p.is_dir() else [p] * p.exists())
+    return sorted(out)
 
 
 def ui_link(configfile: str, uri: str | None = None, port: int = 5000) -> str:
@@ -65,11 +81,8 @@ def ui_link(configfile: str, uri: str | None = None, port: int = 5000) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="fedsafe")
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("relog", help="log the job files under RESULTS_DIR to MLflow again")
-    r.add_argument("results_dir", type=Path)
-    r.add_argument("--experiment", required=True, help="the config's `experiment` name")
-    r.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else "
-                   "sqlite:///RESULTS_DIR/mlflow.db")
+    sub.add_parser("relog", help="log the grid's job files to MLflow again: `snakemake relog "
+                   "--cores 1` with the arguments that follow (e.g. --configfile CONFIG)")
     u = sub.add_parser("ui-link", help="print the command that starts MLflow's UI on the "
                        "config's store and the link to its experiment's runs table")
     u.add_argument("--configfile", default="config/config.yaml", help="the config that ran")
@@ -91,14 +104,15 @@ def main(argv=None) -> None:
     pub.add_argument("--configfile", default="config/config.yaml",
                      help="the config the results came from (named in the docs)")
     pub.add_argument("--commit", help="the commit whose code produced the results, if not HEAD's")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["relog"]:  # the rest is Snakemake's (argparse would read its options as ours)
+        raise SystemExit(subprocess.call([sys.executable, "-m", "snakemake", "relog", "--cores",
+                                          "1", *argv[1:]]))
     args = p.parse_args(argv)
     if args.cmd == "publish":
         from fedsafe.publish import publish
 
         publish(args.results_dir, args.configfile, commit=args.commit)
-        return
-    if args.cmd == "relog":
-        print(f"logged {relog(args.results_dir, args.experiment, args.tracking_uri)} runs")
         return
     if args.cmd == "ui-link":
         from fedsafe.config.schema import ConfigError

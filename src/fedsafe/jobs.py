@@ -51,10 +51,11 @@ def tracking(config: dict) -> dict | None:
     return tracked
 
 
-def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict | None = None,
-          threads: int = 1, gpus: int = 0, files: dict | None = None) -> dict:
-    """Train a cell; `files` are the rule's other outputs ({"model", "checkpoints", "observed"}),
-    by default beside out_json."""
+def train(spec: dict, data_path: str | Path, out_json: str | Path, files: dict,
+          tracked: dict | None = None, threads: int = 1, gpus: int = 0) -> dict:
+    """Train a cell; `files` are the rule's other outputs: "model", "checkpoints", "observed",
+    "canaries" (an archive without arrays unless the cell is audited) and "clients" (the folder
+    of the clients' own logs)."""
     from fedsafe.federation.simulation import train_cell
 
     started = time.time()  # the span of the job's MLflow run
@@ -68,27 +69,32 @@ def train(spec: dict, data_path: str | Path, out_json: str | Path, tracked: dict
     from fedsafe.canaries import SAMPLE_KINDS
 
     canaried = spec.get("canaries", {}).get("kind") in SAMPLE_KINDS
+    Path(files["canaries"]).parent.mkdir(parents=True, exist_ok=True)
     if canaried:
-        data_dir = add_canaries(data_dir, spec, Path(out_json).parent)
+        data_dir = add_canaries(data_dir, spec, Path(out_json).parent, files["canaries"])
+    elif not spec.get("canaries"):  # not audited: no canaries (the audit refuses such a cell)
+        import numpy as np
+
+        np.savez(files["canaries"])
     result = train_cell(data_dir, spec, Path(out_json).parent, threads, gpus, files)
     if canaried:
         import shutil
 
-        shutil.rmtree(data_dir)  # canaries.npz keeps what the audit needs
+        shutil.rmtree(data_dir)  # the canaries file keeps what the audit needs
     result.update(cell=cell, spec=spec)
     write_json(result, out_json)
     if tracked:
-        model = Path(files["model"]) if files else Path(out_json).with_name("model.pt")
-        log_call("log_train", tracked["uri"], tracked["experiment"], result, [model],
-                 data=data_path, started=started)
+        log_call("log_train", tracked["uri"], tracked["experiment"], result,
+                 [Path(files["model"])], data=data_path, started=started)
     log.info("done %s: clean accuracy %.3f, epsilon %s", cell, result["clean_accuracy"],
              result["epsilon"])
     return result
 
 
-def reference(spec: dict, data_path: str | Path, out_path: str | Path,
+def reference(spec: dict, data_path: str | Path, out_path: str | Path, info_path: str | Path,
               tracked: dict | None = None, threads: int = 1) -> dict:
-    """Train the reference models of one (dataset, recipe, seed), shared by RMIA and LiRA."""
+    """Train the reference models of one (dataset, recipe, seed), shared by RMIA and LiRA:
+    the models to out_path, their recipe, sizes and cost to info_path (JSON)."""
     from fedsafe.attacks.membership.reference_models import train_reference_models
     from fedsafe.data.prepare import load_prepared
     from fedsafe.federation.local import pick_device
@@ -98,20 +104,22 @@ def reference(spec: dict, data_path: str | Path, out_path: str | Path,
     info = train_reference_models(load_prepared(Path(data_path).parent), spec, Path(out_path),
                                   pick_device(spec["federation"]["device"]))
     info = {**info, "spec": spec}
-    write_json(info, Path(out_path).with_suffix(".json"))
+    write_json(info, info_path)
     if tracked:
         log_call("log_reference", tracked["uri"], tracked["experiment"], info,
-                 [Path(out_path).with_suffix(".json")], data=data_path, started=started)
+                 [Path(info_path)], data=data_path, started=started)
     log.info("reference models of %s seed %s: %d in %.1fs", spec["dataset"], spec["seed"],
              info["n_models"], info["seconds"])
     return info
 
 
 def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_path: str | Path,
-           train_json: str | Path, out_json: str | Path, tracked: dict | None = None,
-           threads: int = 1, checkpoints_path: str | Path | None = None,
-           reference: str | Path | None = None,
-           observed_path: str | Path | None = None) -> list[dict]:
+           checkpoints_path: str | Path, observed_path: str | Path, canaries_path: str | Path,
+           train_json: str | Path, out_json: str | Path, images_dir: str | Path,
+           tracked: dict | None = None, threads: int = 1,
+           reference: str | Path | None = None) -> list[dict]:
+    """Run one attack on a trained cell (its files are the train rule's outputs); the result to
+    out_json, any reconstruction grids and loss curves to images_dir (made, empty if none)."""
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context, run_attack
     from fedsafe.federation.local import pick_device  # not .simulation: no Flower import here
@@ -119,12 +127,14 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     started = time.time()  # the span of the job's MLflow run
     _set_threads(threads)
     cell, kind = replicate_id(train_spec), attack_spec["type"]
-    ctx = load_context(Path(data_path).parent, Path(model_path).parent, train_spec,
-                       read_json(train_json),
-                       pick_device(train_spec["federation"]["device"]), Path(out_json).parent,
-                       Path(model_path), checkpoints_path and Path(checkpoints_path),
-                       Path(reference) if reference else None,
-                       Path(observed_path) if observed_path else None)
+    images = Path(images_dir)
+    images.mkdir(parents=True, exist_ok=True)  # the rule's output, even when it stays empty
+    files = {"model": model_path, "checkpoints": checkpoints_path, "observed": observed_path,
+             "canaries": canaries_path}
+    ctx = load_context(Path(data_path).parent, {k: Path(v) for k, v in files.items()},
+                       train_spec, read_json(train_json),
+                       pick_device(train_spec["federation"]["device"]), images,
+                       Path(reference) if reference else None)
     log.info("attack %s (%s) on %s", attack_spec["attack"], kind, cell)
     t0 = time.time()
     rows = run_attack(kind, ctx, attack_spec["options"])
@@ -136,9 +146,14 @@ def attack(train_spec: dict, attack_spec: dict, data_path: str | Path, model_pat
     write_json(result, out_json)
     if tracked:
         log_call("log_attack", tracked["uri"], tracked["experiment"], result, train_spec,
-                 sorted(Path(out_json).parent.glob("*_reconstructions.png")),
-                 upload_images=tracked.get("upload_images", False), started=started)
+                 reconstruction_grids(images), upload_images=tracked.get("upload_images", False),
+                 started=started)
     return rows
+
+
+def reconstruction_grids(images_dir: str | Path) -> list[Path]:
+    """The reconstruction grids in an attack's image folder (beside them: loss curves)."""
+    return sorted(Path(images_dir).glob("*_reconstructions.png"))
 
 
 def aggregate(expected: list[dict], config_hash: str, csv: str, parquet: str,
@@ -168,19 +183,19 @@ def claims(summary: str, out: str, prestated: dict | None = None) -> None:
 
 
 def plots(summary: str, claims_md: str, tables: list[str], out_dir: str, svgs: list[str],
-          attack_files: list[str], attacks_dir: str, config_hash: str,
+          image_dirs: list[str], attacks_dir: str, config_hash: str,
           tracked: dict | None = None) -> None:
     """Figures, then the summary, claims, tables and figures mirrored to MLflow as the
-    experiment's `summary` run. Inversion attacks with `save_images: true` leave grids and loss
-    curves beside their JSON."""
+    experiment's `summary` run. `image_dirs` are the attacks' image folders (rules/attack.smk):
+    inversion attacks with `save_images: true` leave grids and loss curves there."""
     from fedsafe.plots import write_plots
 
     started = time.time()  # the span of the job's MLflow run
     attacks_dir = Path(attacks_dir)
-    cell_dirs = {Path(f).parent for f in attack_files}
-    recon = {f"{d.relative_to(attacks_dir)}/{png.stem}": png
-             for d in cell_dirs for pattern in ("*_reconstructions.png", "*_loss.png")
-             for png in d.glob(pattern)}
+    # named by replicate (the image folder's parent) and image, as before the per-attack folders
+    recon = {f"{Path(d).parent.relative_to(attacks_dir)}/{png.stem}": png
+             for d in image_dirs for pattern in ("*_reconstructions.png", "*_loss.png")
+             for png in sorted(Path(d).glob(pattern))}
     pngs = write_plots(summary, Path(out_dir), recon)
     if tracked:
         log_call("log_summary", tracked["uri"], tracked["experiment"], config_hash,

@@ -130,8 +130,8 @@ def check(config: dict) -> None:
 
 
 def is_data_image(path: Path) -> bool:
-    """An image of the data: a reconstruction grid (originals over reconstructions) beside an
-    attack's JSON, or its copy under plots/reconstructions/."""
+    """An image of the data: a reconstruction grid (originals over reconstructions) in an
+    attack's image folder, or its copy under plots/reconstructions/."""
     return "reconstructions" in path.name or path.parent.name == "reconstructions"
 
 

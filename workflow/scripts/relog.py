@@ -5,6 +5,6 @@ from fedsafe.logs import setup_logging
 from fedsafe.tracking import tracking_uri
 
 setup_logging(snakemake.log[0])
-results = Path(snakemake.params.results)
-uri = tracking_uri(snakemake.config["mlflow"], results)
-print(f"re-logged {relog(results, snakemake.config['experiment'], uri)} runs to {uri}")
+uri = tracking_uri(snakemake.config["mlflow"], Path(snakemake.params.results))
+n = relog(snakemake.params.jobs, snakemake.params.summary, snakemake.config["experiment"], uri)
+print(f"re-logged {n} runs to {uri}")

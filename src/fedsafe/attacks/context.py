@@ -20,7 +20,7 @@ class AttackContext:
     train_result: dict
     device: str = "cpu"
     out_dir: Path = Path(".")  # where an attack may save extra files (reconstruction grids)
-    train_dir: Path = Path(".")  # the trained cell's files (canaries.npz of an audited cell)
+    canaries: Path | None = None  # the cell's canaries file (arrays only if it was audited)
     reference_path: Path | None = None  # reference models of the dataset (RMIA, LiRA)
     # round -> the server's recorded view (observed.pt): clients, num_examples, updates as
     # received (None under secagg), aggregate, global_before; what inversion attacks read
@@ -49,18 +49,16 @@ class AttackContext:
                 for c in range(len(self.data.clients))]
 
 
-def load_context(data_dir: Path, train_dir: Path, spec: dict, train_result: dict,
-                 device: str = "cpu", out_dir: Path = Path("."), model: Path | None = None,
-                 checkpoints: Path | None = None, reference_path: Path | None = None,
-                 observed: Path | None = None) -> AttackContext:
-    """`model`, `checkpoints` and `observed` (the server's recorded view) default to the files of
-    that name in train_dir; a missing view is empty."""
-    weights = load_torch(model or train_dir / "model.pt", device)
-    checkpoints = load_torch(checkpoints or train_dir / "checkpoints.pt", device)
-    obs_file = observed or Path(train_dir) / "observed.pt"
-    view = load_torch(obs_file, device) if obs_file.exists() else {}
+def load_context(data_dir: Path, files: dict[str, Path], spec: dict, train_result: dict,
+                 device: str = "cpu", out_dir: Path = Path("."),
+                 reference_path: Path | None = None) -> AttackContext:
+    """The cell as trained, from its files {"model", "checkpoints", "observed" (the server's
+    recorded view; a missing one is empty), "canaries" (optional)}."""
+    weights = load_torch(files["model"], device)
+    checkpoints = load_torch(files["checkpoints"], device)
+    view = load_torch(files["observed"], device) if Path(files["observed"]).exists() else {}
     return AttackContext(spec, load_prepared(data_dir), weights, checkpoints, train_result, device,
-                         out_dir, Path(train_dir), reference_path, view)
+                         out_dir, files.get("canaries"), reference_path, view)
 
 
 def run_attack(kind: str, ctx: AttackContext, options: dict) -> list[dict]:

@@ -133,26 +133,29 @@ def _client_logs(folder: Path) -> dict[int, dict[int, dict]]:
 
 def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0,
                files: dict | None = None) -> dict:
-    """Train one cell; writes the final model, the checkpoints ({round: global weights}) and the
-    server's view to `files` {"model", "checkpoints", "observed"} (the rule's outputs; by default
-    `model.pt`, `checkpoints.pt`, `observed.pt` in out_dir, which also holds the clients' logs).
+    """Train one cell; writes the final model, the checkpoints ({round: global weights}), the
+    server's view, an audited cell's canary clients and the clients' own logs to `files`
+    {"model", "checkpoints", "observed", "canaries", "clients" (a folder)}: the rule's outputs;
+    without them `model.pt`, `checkpoints.pt`, `observed.pt`, `canaries.npz`, `clients/` in
+    out_dir, for callers outside the workflow (tests, the reference models' scratch cells).
     The server's view is what the server saw in each round of
     `federation.observe_rounds` (default [1]): {round: {"clients": [partition ids],
     "num_examples": [...], "updates": [per-client update as received, or None under secure
     aggregation], "aggregate": the mean update applied, "global_before": weights}}. In cells with a
     formal guarantee or secure aggregation each client writes its own diagnostics to
-    `clients/<partition>.jsonl`; the result holds the privacy ledger per round (`history`) and,
-    if the privacy budget ended training early, `stopped`."""
+    `<partition>.jsonl` in the clients' folder; the result holds the privacy ledger per round
+    (`history`) and, if the privacy budget ended training early, `stopped`."""
     t0 = time.time()
     fed = spec["federation"]
-    client_logs = Path(out_dir).resolve() / "clients"  # absolute: Ray workers have their own cwd
+    files = {k: Path(out_dir) / f"{k}.pt" for k in ("model", "checkpoints", "observed")
+             } | {"canaries": Path(out_dir) / "canaries.npz", "clients": Path(out_dir) / "clients"
+                  } | {k: Path(v) for k, v in (files or {}).items()}
+    client_logs = files["clients"].resolve()  # absolute: Ray workers have their own cwd
     spec = {**spec, "data_dir": str(data_dir), "device": pick_device(fed["device"]),
-            "backend": fed.get("backend", "inprocess"), "client_log_dir": str(client_logs),
-            "out_dir": str(out_dir)}
+            "backend": fed.get("backend", "inprocess"), "client_log_dir": str(client_logs)}
+    client_logs.mkdir(parents=True, exist_ok=True)  # a declared output, empty in open cells
     for old_log in client_logs.glob("*.jsonl"):  # a rerun starts the clients' logs afresh
         old_log.unlink()
-    files = {k: Path(out_dir) / f"{k}.pt" for k in ("model", "checkpoints", "observed")
-             } | {k: Path(v) for k, v in (files or {}).items()}
     run_config = {"fedsafe-cell": json.dumps(spec),
                   "fedsafe-files": json.dumps({k: str(v) for k, v in files.items()}),
                   "fedsafe-started-at": t0}
@@ -232,7 +235,7 @@ def main(grid: Grid, context: Context) -> None:
     spec = json.loads(context.run_config["fedsafe-cell"])
     files = {k: Path(v) for k, v in json.loads(context.run_config["fedsafe-files"]).items()}
     t0 = float(context.run_config["fedsafe-started-at"])  # train_cell's start: timings from it
-    fed, out_dir = spec["federation"], Path(spec["out_dir"])
+    fed = spec["federation"]
     data = _data(spec["data_dir"])
     torch.manual_seed(spec["seed"])
     model = _model(spec)
@@ -271,7 +274,7 @@ def main(grid: Grid, context: Context) -> None:
         "device": spec["device"], "history": history,
     }
     if canaries is not None:
-        canaries.save(Path(out_dir) / "canaries.npz")
+        canaries.save(files["canaries"])
     # the Result's arrays are the last round's model (empty if the budget stopped round 1)
     last = (run.arrays if len(run.arrays) else initial).to_torch_state_dict()
     for name, obj in (("checkpoints", evaluation.checkpoints), ("model", last),

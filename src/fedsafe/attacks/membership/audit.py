@@ -273,12 +273,14 @@ def run(ctx, options: dict) -> list[dict]:
     from fedsafe.models import build_model_for
 
     t0 = time.time()
-    path = Path(ctx.train_dir) / "canaries.npz"
-    if not path.exists():
-        raise ValueError("privacy_audit: this cell was trained without canaries (add its defense "
-                         "to `audit.defenses`)")
+    path = ctx.canaries
+    if path is None:  # a context built without the cell's files (tests, benchmarks)
+        raise ValueError("privacy_audit: no canaries file given")
     rate = float(ctx.spec["federation"].get("fraction_train", 1.0))
     with np.load(path) as c:
+        if "included" not in c:  # the training job writes an empty archive for such a cell
+            raise ValueError("privacy_audit: this cell was trained without canaries (add its "
+                             "defense to `audit.defenses`)")
         level = "client-level" if "kind" in c and str(c["kind"]) == CLIENT_KIND else "sample-level"
         inc = c["included"]
         if level == "client-level":

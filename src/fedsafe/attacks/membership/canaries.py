@@ -16,10 +16,11 @@ import numpy as np
 from fedsafe.canaries import make_canaries
 
 
-def add_canaries(data_dir: Path, spec: dict, train_dir: Path) -> Path:
-    """A copy of the prepared data with the included canaries spread over the clients (each to a
-    random client); writes `canaries.npz` (images, labels, coins, client) into train_dir and
-    returns the copy's folder. Called by the training job of a sample-level audited cell only."""
+def add_canaries(data_dir: Path, spec: dict, work_dir: Path, canaries_path: Path) -> Path:
+    """A copy of the prepared data (in work_dir) with the included canaries spread over the
+    clients (each to a random client); writes the canaries (images, labels, coins, client) to
+    canaries_path and returns the copy's folder. Called by the training job of a sample-level
+    audited cell only."""
     import json
     import shutil
 
@@ -36,12 +37,12 @@ def add_canaries(data_dir: Path, spec: dict, train_dir: Path) -> Path:
     for i, (cx, cy) in enumerate(data.clients):
         pick = inc & (client == i)
         arrays[f"client{i}_x"], arrays[f"client{i}_y"] = np.r_[cx, x[pick]], np.r_[cy, y[pick]]
-    out = Path(train_dir) / "canaried_data"
+    out = Path(work_dir) / "canaried_data"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     np.savez(out / "data.npz", **arrays)
     (out / "manifest.json").write_text(json.dumps(man))
-    np.savez(Path(train_dir) / "canaries.npz", x=x, y=y, included=inc, client=client)
+    np.savez(canaries_path, x=x, y=y, included=inc, client=client)
     return out
 
 
