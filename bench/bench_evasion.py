@@ -66,6 +66,10 @@ def default_grid_estimate(cost: dict[str, float], ctx) -> tuple[float, str]:
         copies = [d.downlink(ctx.weights, 99, k) for k in range(3)]
         differ = any(not torch.equal(w[n], ctx.weights[n]) for w in copies for n in w)
         models += 1 + (3 if differ else 0)
+    # attacks without n_samples attack every test image (the datasets' test splits)
+    tests = [round(d["options"]["n_samples"] * d["options"]["test_fraction"])
+             for d in cfg["datasets"].values()]
+    all_images = sum(tests) / len(tests)
     total, parts = 0.0, []
     for name in cfg["attacks"]:
         spec = specs.attack_spec(cfg, name)
@@ -73,11 +77,11 @@ def default_grid_estimate(cost: dict[str, float], ctx) -> tuple[float, str]:
             continue
         o = spec["options"]
         nonzero = sum(1 for e in o["eps"] if e > 0)
-        s = cost[spec["type"]] * o["n_samples"] * nonzero * models
+        s = cost[spec["type"]] * (o["n_samples"] or all_images) * nonzero * models
         total += s
         parts.append(f"{name} {s:.0f} s")
     replicates = len(grid.replicates(cfg))
-    return total, f"{models} models attacked over {replicates} cells: " + ", ".join(parts)
+    return total, f"{models} models attacked over {replicates} replicates: " + ", ".join(parts)
 
 
 def main(argv=None, **_) -> dict:
