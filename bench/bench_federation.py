@@ -11,10 +11,9 @@ time inside the process, Flower's start-up (`startup_seconds`: train_cell entry 
 and the final accuracy of both (they should agree up to float summation order)."""
 from __future__ import annotations
 
-import argparse
 import json
 
-from common import median, run_py, table, verdict, write
+from common import median, run_py, table, training_args, verdict, write
 from data import prepared
 
 TARGET = 1.3
@@ -85,12 +84,7 @@ print(json.dumps({{"imports": t_imp - t0, "train": t1 - t_imp, "startup": 0.0,
 
 
 def main(argv=None, **_) -> dict:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--cpus", type=int, default=2)
-    a = ap.parse_args(argv)
-    reps = a.reps or (1 if a.quick else 2)
+    a, reps = training_args(argv)
     data = str(prepared())
     env = {"RAY_DEDUP_LOGS": "0", "FLWR_LOG_LEVEL": "WARNING"}
     res: dict[str, list[dict]] = {"flower": [], "reference": [], "ray": []}

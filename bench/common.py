@@ -95,6 +95,19 @@ def alternate(sides: dict, reps: int, warmup: int = 1, clock: str = "wall"
     return times
 
 
+def training_args(argv) -> tuple:
+    """The options of the benchmarks that train whole cells: --quick (one repetition), --reps,
+    --cpus; returns them and the repetitions."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--cpus", type=int, default=2)
+    a = ap.parse_args(argv)
+    return a, a.reps or (1 if a.quick else 2)
+
+
 def table(rows: list[dict], cols: list[str] | None = None) -> str:
     if not rows:
         return "(no rows)\n"

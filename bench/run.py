@@ -27,6 +27,7 @@ BENCHES = {  # name -> module; order = report order (startup before grid: grid u
     "grid": "bench_grid",
     "dag": "bench_dag",
     "audit": "bench_audit",
+    "he": "bench_he",
 }
 TARGETS = [  # (item, summary key, target, unit)
     ("1 Flower vs plain loop, whole process", "fed_ratio", 1.3, "x"),
@@ -51,6 +52,7 @@ TARGETS = [  # (item, summary key, target, unit)
     ("8 training with audit canaries vs clean", "audit_train_ratio", None, "x"),
     ("8 privacy_audit job", "audit_job_s", None, "s"),
     ("8 reference rule (all models) vs one clean training", "reference_vs_cell", None, "x"),
+    ("9 HE aggregation vs plain FedAvg, training time", "he_ratio", None, "x"),
 ]
 
 

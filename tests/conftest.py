@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import json
 import subprocess
@@ -49,6 +50,24 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+@contextlib.contextmanager
+def server_inbox(received: list):
+    """While the block runs, every message the in-process server pulls from its clients is also
+    appended to `received` (what the server saw, to check what it could learn)."""
+    from fedsafe.federation.grid import InProcessGrid
+
+    pull = InProcessGrid.pull_messages
+
+    def recording_pull(grid, ids):
+        replies = pull(grid, ids)
+        received.extend(replies)
+        return replies
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(InProcessGrid, "pull_messages", recording_pull)
+        yield received
 
 
 @pytest.fixture

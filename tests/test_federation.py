@@ -2,15 +2,16 @@
 and the in-process grid give the same model, and secure aggregation (Flower's SecAgg+) gives the
 plain aggregate while the server only ever receives masked updates."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
-from conftest import pld_reference
+from conftest import pld_reference, server_inbox
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import Key
 
 from fedsafe.defenses import MECHANISMS
-from fedsafe.federation.grid import InProcessGrid
 from fedsafe.federation.simulation import train_cell
 
 FEDERATION = dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.0,
@@ -32,20 +33,11 @@ def runs(tmp_path_factory, prepared_data):
     root = tmp_path_factory.mktemp("fed")
     data = prepared_data(*DATA)
     out, received = {}, []
-    pull = InProcessGrid.pull_messages
-
-    def recording_pull(grid, ids):
-        replies = pull(grid, ids)
-        received.extend(replies)
-        return replies
-
     for name, parts, backend in (("a", ["none"], "inprocess"), ("b", ["none"], "inprocess"),
                                  ("ray", ["none"], "ray"), ("sec", ["secagg"], "inprocess")):
         spec = dict(defense=name, parts=parts, noise=0.0, options={}, seed=0,
                     federation={**FEDERATION, "backend": backend}, model="small_cnn")
-        with pytest.MonkeyPatch.context() as mp:
-            if name == "sec":
-                mp.setattr(InProcessGrid, "pull_messages", recording_pull)
+        with server_inbox(received) if name == "sec" else contextlib.nullcontext():
             result = train_cell(data, spec, root / name, cpus=2 if backend == "ray" else 1,
                                 gpus=0)
         out[name] = (result, *(torch.load(root / name / f, weights_only=True)
@@ -143,20 +135,12 @@ def dp_runs(tmp_path_factory, prepared_data):
         "sgd_budget": (["dp_sgd"], 1.0, {"target_epsilon": 5.0}, 3),
     }
     out = {}
-    pull = InProcessGrid.pull_messages
     for name, (parts, noise, options, rounds) in cells.items():
         received = []
-
-        def recording_pull(grid, ids, received=received):
-            replies = pull(grid, ids)
-            received.extend(replies)
-            return replies
-
         spec = dict(defense=name, parts=parts, noise=noise, options=options, seed=12,
                     federation={**FEDERATION, "rounds": rounds, "observe_rounds": [1]},
                     model="small_cnn")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(InProcessGrid, "pull_messages", recording_pull)
+        with server_inbox(received):
             result = train_cell(data, spec, root / name, cpus=1, gpus=0)
         out[name] = (result, received, root / name)
     return out

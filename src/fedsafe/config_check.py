@@ -79,6 +79,8 @@ def check(config: dict) -> None:
                               "runs once; remove the key")
         if "secagg" in parts:
             _check_secagg_clients(config, name)
+        if "he" in parts:
+            _check_he_capacity(config, name)
     _check_audit(config)
     for name, a in config["attacks"].items():
         kind = a.get("type", name)
@@ -135,23 +137,14 @@ def _check_canary_capacity(config: dict, audited: list[str]) -> None:
     wanted = config.get("audit", {}).get("datasets") or list(config["datasets"])
     if not client_level:
         return
-    import torch
-
     from fedsafe.canaries import CanaryClients
     from fedsafe.config.specs import canary_count
 
     n = canary_count(config, ["dp_fedavg"])
     for name in wanted:
-        ds = config["datasets"].get(name, {})
-        entry = DATASETS.entries.get(ds.get("source"))  # an unknown source is reported elsewhere
-        meta = entry.meta if entry else None
-        if meta is None or meta.channels is None or meta.classes is None:
+        model = _meta_model(config, name)
+        if model is None:
             continue
-        options = DATASETS.resolve(ds["source"], ds.get("options", {}))
-        classes = options[meta.classes] if isinstance(meta.classes, str) else meta.classes
-        with torch.device("meta"):
-            model = build_model(config["federation"]["model"], meta.channels, classes,
-                                options[meta.size_option])
         d = sum(p.numel() for p in model.parameters())
         try:
             CanaryClients.check_count(n, d, key="audit.client_canaries")
@@ -182,6 +175,43 @@ def _check_imprint_model(config: dict, attack: str) -> None:
     if getattr(MODELS.get(model).meta, "min_image_size", None) is None:
         raise ConfigError(f"attacks.{attack}: federation.model {model!r} does not take images, so "
                           "no imprint block can be put in front of it")
+
+
+def _check_he_capacity(config: dict, defense: str) -> None:
+    """The CKKS parameters must carry the model's update in one Flower message, for every
+    dataset's model shape (built on the meta device: no memory)."""
+    from fedsafe.defenses import ckks
+
+    options = MECHANISMS.resolve("he", {k: v for k, v in config["defenses"][defense].get(
+        "options", {}).items() if k in MECHANISMS.options("he")})
+    for name in config["datasets"]:
+        model = _meta_model(config, name)
+        if model is None:
+            continue
+        try:
+            ckks.check(f"defenses.{defense}.options", options,
+                       sum(v.numel() for v in model.state_dict().values()))
+        except ValueError as e:
+            raise ConfigError(f"{e} (dataset {name}, model {config['federation']['model']})") \
+                from None
+
+
+def _meta_model(config: dict, dataset: str):
+    """The federation's model for `dataset`'s images and classes, on the meta device (shapes, no
+    memory); None where the registry cannot say before the data is prepared, or for an unknown
+    source (reported elsewhere). Imports torch: only configs that need a model's shape call it."""
+    ds = config["datasets"].get(dataset, {})
+    entry = DATASETS.entries.get(ds.get("source"))
+    meta = entry.meta if entry else None
+    if meta is None or meta.channels is None or meta.classes is None:
+        return None
+    import torch
+
+    options = DATASETS.resolve(ds["source"], ds.get("options", {}))
+    classes = options[meta.classes] if isinstance(meta.classes, str) else meta.classes
+    with torch.device("meta"):
+        return build_model(config["federation"]["model"], meta.channels, classes,
+                           options[meta.size_option])
 
 
 def _check_secagg_clients(config: dict, defense: str) -> None:

@@ -8,6 +8,7 @@ with its defaults filled in.
 
 from dataclasses import dataclass
 
+from fedsafe.defenses import ckks
 from fedsafe.options import Option
 from fedsafe.options import check as check_option_values
 from fedsafe.registry import Entry, Registry
@@ -83,6 +84,25 @@ MECHANISMS = Registry("defenses.<id>.parts", "defense", {
             False, "-",
             "none by itself: Flower's SecAgg+ shows the server only the mean of the sampled "
             "updates (honest-but-curious server); no DP")),
+    "he": Entry(
+        "fedsafe.defenses.homomorphic:HomomorphicEncryption",
+        {"poly_modulus_degree": Option(8192, int, choices=tuple(ckks.MAX_COEFF_BITS),
+                                       doc="CKKS ring degree N: N/2 values per ciphertext"),
+         "coeff_mod_bit_sizes": Option([60, 60, 60], int, 20, ckks.MAX_PRIME_BITS, many=True,
+                                       doc="bit sizes of the coefficient-modulus primes; all "
+                                           "but the last (SEAL's special prime) hold the values"),
+         "scale_bits": Option(52, int, 20, ckks.MAX_PRIME_BITS,
+                              doc="values are encoded as round(value x 2^scale_bits)"),
+         "max_value": Option(1024.0, float, 0.0, low_open=True,
+                             doc="the largest |value| the ciphertexts must hold (an update, "
+                                 "the sum of every round's aggregate); beyond it the run stops"),
+         "precision": Option(1e-9, float, 0.0, low_open=True,
+                             doc="the largest decryption error per value the parameters may "
+                                 "give (about N x 2^(1 - scale_bits))")},
+        meta=MechanismMeta(
+            False, "-",
+            "none by itself: the server adds CKKS ciphertexts and never holds a plaintext "
+            "update, aggregate or model; the clients decrypt the aggregate; no DP")),
     "adv_training": Entry(
         "fedsafe.defenses.adv_training:AdversarialTraining",
         {"mode": Option("client", str, choices=("client", "server")),
@@ -102,6 +122,8 @@ def check_options(defense: str, parts: list[str], options: dict) -> None:
     type, range and choices; the error names the key."""
     known = {k: o for p in parts for k, o in MECHANISMS.options(p).items()}
     check_option_values(f"defenses.{defense}.options", known, options)
+    if "he" in parts:
+        _check_he(defense, parts, options)
     if "secagg" in parts and parts[-1] != "secagg":
         raise ValueError(f"defenses.{defense}.parts: secagg must be the last part (it masks "
                          "what the other parts send)")
@@ -110,10 +132,29 @@ def check_options(defense: str, parts: list[str], options: dict) -> None:
     if len(formal) > 1:
         raise ValueError(f"defenses.{defense}.parts: {formal} give guarantees of different kinds "
                          "that one accountant cannot compose; use one of them")
-    if "dp_fedavg" in parts and options.get("mode") == "distributed" and "secagg" not in parts:
-        raise ValueError(f"defenses.{defense}: dp_fedavg mode distributed needs secagg as the "
-                         "last part: without it the server sees each update with only 1/sqrt(k) "
-                         "of the noise")
+    if "dp_fedavg" in parts and options.get("mode") == "distributed" and not \
+            {"secagg", "he"} & set(parts):
+        raise ValueError(f"defenses.{defense}: dp_fedavg mode distributed needs secagg or he as "
+                         "the last part: without it the server sees each update with only "
+                         "1/sqrt(k) of the noise")
     if {"dp_sgd", "adv_training"} <= set(parts):
         raise ValueError(f"defenses.{defense}.parts: dp_sgd with adv_training is not supported "
                          "(PGD passes would bypass the DP-SGD accountant)")
+
+
+def _check_he(defense: str, parts: list[str], options: dict) -> None:
+    """`he` encrypts what the other parts send, and the server then holds only ciphertexts: any
+    part that needs the plaintext aggregate on the server cannot come with it."""
+    if "secagg" in parts:
+        raise ValueError(f"defenses.{defense}.parts: he with secagg: both hide each update from "
+                         "the server, and SecAgg+ masks quantised plaintext that cannot be added "
+                         "as ciphertext; use one of them")
+    if parts[-1] != "he":
+        raise ValueError(f"defenses.{defense}.parts: he must be the last part (it encrypts what "
+                         "the other parts send)")
+    if "dp_fedavg" in parts and options.get("mode", "central") == "central":
+        raise ValueError(f"defenses.{defense}.options.mode: dp_fedavg central adds its noise to "
+                         "the plaintext sum on the server, which under he only holds "
+                         "ciphertexts; use mode distributed (each client adds its share)")
+    ckks.check(f"defenses.{defense}.options", MECHANISMS.resolve("he", {
+        k: v for k, v in options.items() if k in MECHANISMS.options("he")}))

@@ -31,6 +31,7 @@ class Mechanism:
 
     guarantee_kind: str | None = None  # set by mechanisms with a formal (epsilon, delta) guarantee
     secure = False  # True: clients send masked updates, the server can only sum them
+    encrypted = False  # True: clients send ciphertexts, the server can only add them (he)
     unweighted = False  # True: the sensitivity analysis needs the plain mean of updates
     poisson_clients = False  # True: the server samples each client independently (Poisson)
 
@@ -92,6 +93,7 @@ class Defense(Mechanism):
         self.parts = [_part(p, noise, self.options, seed) for p in parts]
         self.names = list(parts)
         self.secure = any(p.secure for p in self.parts)
+        self.encrypted = any(p.encrypted for p in self.parts)
         self.unweighted = any(p.unweighted for p in self.parts)
 
     def begin_round(self, info):
@@ -112,7 +114,7 @@ class Defense(Mechanism):
     @property
     def private(self) -> bool:
         """Replies must carry nothing computed from private data in the clear."""
-        return self.secure or self.formal is not None
+        return self.secure or self.encrypted or self.formal is not None
 
     @property
     def poisson_clients(self) -> bool:

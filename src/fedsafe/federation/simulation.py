@@ -30,6 +30,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsafe.data.prepare import load_prepared
 from fedsafe.defenses.base import build_defense
+from fedsafe.defenses.homomorphic import KEYS_FILE
+from fedsafe.federation import he_protocol
 from fedsafe.federation.grid import run_in_process
 from fedsafe.federation.local import TrainSettings, evaluate, local_train, pick_device
 from fedsafe.federation.secagg_protocol import (
@@ -79,6 +81,9 @@ def train(msg: Message, context: Context) -> Message:
     model = _model(spec)
     if secure:
         received = dict(zip(model.state_dict(), received, strict=True))
+    keys = he_protocol.client_keys(spec["client_log_dir"], defense) if defense.encrypted else None
+    if keys is not None:  # the global model: the decrypted running sum (he_protocol.py)
+        received, decrypt_seconds = he_protocol.train_input(keys, msg.content, defense)
     rnd = int(config["server-round"])
     model.load_state_dict(defense.downlink(received, rnd, client))
     state = json.loads(context.state["fedsafe"]["json"]) if "fedsafe" in context.state else {}
@@ -91,12 +96,19 @@ def train(msg: Message, context: Context) -> Message:
                                   defense, spec["seed"], rnd, client, state, spec["device"],
                                   round_info=info)
     context.state["fedsafe"] = ConfigRecord({"json": json.dumps(state)})
+    if keys is not None:
+        chunks, costs = he_protocol.encrypt_update(keys, update, float(config[he_protocol.FACTOR]),
+                                                   defense)
+        metrics.update(costs, he_decrypt_seconds=decrypt_seconds)
     if defense.private:  # the client keeps what it computed from its data (train loss)
         _client_log(spec, client, {"round": rnd, **metrics})
         metrics = {"num_examples": len(y)}  # public (README)
     metrics["partition_id"] = client
     if secure:
         return secagg_train_reply(update, len(y) if weighted else 1, metrics, msg)
+    if keys is not None:
+        return Message(RecordDict({"config": ConfigRecord({he_protocol.UPDATE: chunks}),
+                                   "metrics": MetricRecord(metrics)}), reply_to=msg)
     return Message(RecordDict({"arrays": ArrayRecord(update), "metrics": MetricRecord(metrics)}),
                    reply_to=msg)
 
@@ -108,8 +120,11 @@ def query(msg: Message, context: Context) -> Message:
     spec = json.loads(msg.content["config"]["fedsafe-cell"])
     client = int(context.node_config["partition-id"])
     size = len(_data(spec["data_dir"]).clients[client][1])
-    return Message(RecordDict({"metrics": MetricRecord(
-        {"partition_id": client, "num_examples": size})}), reply_to=msg)
+    content = RecordDict({"metrics": MetricRecord({"partition_id": client, "num_examples": size})})
+    defense = _defense(spec)
+    if defense.encrypted:  # the CKKS parameters, without any key (the clients keep theirs)
+        content["config"] = ConfigRecord(he_protocol.query_answer(spec["client_log_dir"], defense))
+    return Message(content, reply_to=msg)
 
 
 def _client_log(spec: dict, client: int, metrics: dict) -> None:
@@ -156,6 +171,7 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     client_logs.mkdir(parents=True, exist_ok=True)  # a declared output, empty in open cells
     for old_log in client_logs.glob("*.jsonl"):  # a rerun starts the clients' logs afresh
         old_log.unlink()
+    (client_logs / KEYS_FILE).unlink(missing_ok=True)  # and their HE keys
     run_config = {"fedsafe-cell": json.dumps(spec),
                   "fedsafe-files": json.dumps({k: str(v) for k, v in files.items()}),
                   "fedsafe-started-at": t0}
@@ -178,6 +194,8 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
         if row["round"] in own:
             row["client_train_loss"] = [own[row["round"]][c].get("train_loss")
                                         for c in sorted(own[row["round"]])]
+            row.update(he_protocol.client_costs(own[row["round"]].values()))
+    result.update(he_protocol.cell_costs(result["history"]))
     return result
 
 
@@ -216,7 +234,7 @@ class CentralEvaluation:
                "epsilon": ledger["epsilon"] if ledger else None,
                "client_epsilon": [ledger["client_epsilon"][c] for c in sorted(
                    ledger["client_epsilon"])] if ledger else None,
-               "seconds": time.time() - self.t0}
+               "seconds": time.time() - self.t0, **strategy.he_costs.get(rnd, {})}
         self.history.append(row)
         log.info("round %d/%d  test acc %.3f  loss %.3f%s", rnd, fed["rounds"], res["accuracy"],
                  res["loss"], f"  eps {row['epsilon']:.2f}" if row["epsilon"] is not None else "")
@@ -247,6 +265,12 @@ def main(grid: Grid, context: Context) -> None:
                               max(len(y) for _, y in data.clients), fed)
     to_clients = ConfigRecord({"fedsafe-cell": context.run_config["fedsafe-cell"]})
     strategy.register_nodes(grid, to_clients)
+    if defense.encrypted:  # the experimenter evaluates the clients' model, with their key
+        keys = he_protocol.client_keys(spec["client_log_dir"], defense)
+        initial_weights = {k: v.clone() for k, v in model.state_dict().items()}
+        max_value = he_protocol.he_options(defense)["max_value"]
+        strategy.clients_model = lambda chunks: he_protocol.global_model(
+            keys, initial_weights, chunks, max_value)
     evaluation = CentralEvaluation(strategy, model, data.test, fed, spec["device"], t0)
     initial = ArrayRecord(model.state_dict())
     # wait for a round's replies as long as a message lives in Flower (12 h, its default TTL)

@@ -9,9 +9,16 @@ samples from the nodes in partition order.
 Under secure aggregation (`defense.secure`) each round's training exchange is a Flower SecAgg+
 round instead (`secagg_protocol.py`); everything after the mean update is shared (`_finish_round`).
 
+Under homomorphic encryption (`defense.encrypted`, `he_protocol.py`) the clients send CKKS
+ciphertexts: the server adds them to its encrypted running sum of the aggregates and sends that
+sum, never a plaintext model, to the next round's clients. Flower's loop still carries a plaintext
+model for the evaluation: the clients' model, which `clients_model` (given by the harness, which
+holds the clients' key) decrypts; no message and nothing the server records contains it.
+
 The strategy also keeps what an honest-but-curious server observes in the rounds listed in
 `observe_rounds` (per-client updates as received, the aggregate, the global model before the
-round); under secure aggregation it never has individual updates, so those are None.
+round); under secure aggregation it never has individual updates, so those are None; under
+homomorphic encryption it has none of the three (`hidden` says why).
 
 Privacy: where the defense has a formal guarantee, the strategy keeps the `Ledger` of every
 client's epsilon (from public numbers: each client's number of examples and the training
@@ -25,13 +32,14 @@ import secrets
 import time
 
 import numpy as np
+import tenseal as ts
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedsafe.defenses.accounting import Ledger
 from fedsafe.defenses.base import Defense
-from fedsafe.federation import clients_per_round
+from fedsafe.federation import clients_per_round, he_protocol
 from fedsafe.federation.secagg_protocol import secaggplus_mean
 from fedsafe.seeding import derive_seed
 
@@ -54,6 +62,11 @@ class DefendedFedAvg(FedAvg):
         self.stopped: dict | None = None  # {"before_round", "reason"} if the budget ended it
         self._secure_mean = None  # (mean, metrics) of this round's SecAgg+ exchange
         self._chosen: list[int] = []  # this round's nodes
+        # homomorphic encryption: the CKKS parameters (no key), the encrypted running sum of the
+        # aggregates, the initial model, each round's costs; the harness's decryption
+        self._he_ctx, self._he_sum, self._initial = None, None, None
+        self.he_costs: dict[int, dict] = {}
+        self.clients_model = None  # (running sum) -> the clients' global model
 
     def register_nodes(self, grid, config: ConfigRecord) -> None:
         """Before the first round: each node's partition id and number of examples (public: the
@@ -70,6 +83,8 @@ class DefendedFedAvg(FedAvg):
                 raise RuntimeError(f"node {m.metadata.src_node_id} failed to answer the query: "
                                    f"{m.error.reason}")
             part = int(m.content["metrics"]["partition_id"])
+            if self.defense.encrypted:  # every node answers with the same parameters
+                self._he_ctx = ts.context_from(m.content["config"][he_protocol.CONTEXT])
             self._partition[m.metadata.src_node_id] = part
             self._sizes[part] = int(m.content["metrics"]["num_examples"])
         self.defense.set_population(len(nodes), self.fraction_train)
@@ -140,6 +155,8 @@ class DefendedFedAvg(FedAvg):
         if self.defense.secure:
             self._secure_mean = self.secure_round(server_round, grid, chosen, config)
             return []
+        if self.defense.encrypted:
+            return self.encrypted_messages(server_round, arrays, chosen, config)
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in chosen]
 
@@ -149,16 +166,9 @@ class DefendedFedAvg(FedAvg):
         if self._secure_mean is not None:
             mean, metrics = self._secure_mean
             return self._finish_round(server_round, mean, metrics, None)
-        replies = list(replies)
-        errors = [m for m in replies if m.has_error()]
-        if errors:  # a lost client would silently change the experiment: stop instead
-            raise RuntimeError(f"round {server_round}: {len(errors)} client(s) failed: "
-                               f"{errors[0].error.reason}")
-        if len(replies) < len(self._chosen):  # `start()`'s timeout passed before all replied
-            raise RuntimeError(f"round {server_round}: {len(replies)} of {len(self._chosen)} "
-                               f"clients replied before the timeout")
-        contents = sorted((m.content for m in replies),
-                          key=lambda c: c["metrics"]["partition_id"])
+        contents = self._contents(server_round, replies)
+        if self.defense.encrypted:
+            return self.encrypted_sum(server_round, contents)
         received = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
         metrics = [dict(c["metrics"]) for c in contents]
         if not received:  # nobody sampled (Poisson): a zero mean, the defense may add noise
@@ -167,6 +177,53 @@ class DefendedFedAvg(FedAvg):
         w = sizes / sizes.sum() if self.weighted else np.full(len(sizes), 1 / len(sizes))
         mean = {k: sum(wi * u[k].double() for wi, u in zip(w, received)) for k in received[0]}
         return self._finish_round(server_round, mean, metrics, received)
+
+    def _contents(self, server_round, replies) -> list:
+        """The replies' contents in partition order; a failed or missing client stops the run."""
+        replies = list(replies)
+        errors = [m for m in replies if m.has_error()]
+        if errors:  # a lost client would silently change the experiment: stop instead
+            raise RuntimeError(f"round {server_round}: {len(errors)} client(s) failed: "
+                               f"{errors[0].error.reason}")
+        if len(replies) < len(self._chosen):  # `start()`'s timeout passed before all replied
+            raise RuntimeError(f"round {server_round}: {len(replies)} of {len(self._chosen)} "
+                               f"clients replied before the timeout")
+        return sorted((m.content for m in replies), key=lambda c: c["metrics"]["partition_id"])
+
+    def encrypted_messages(self, server_round, arrays, chosen, config) -> list[Message]:
+        """A round under homomorphic encryption: each chosen client gets the initial model, the
+        encrypted running sum and its weight in the aggregate (public sample counts, times the
+        defense's linear server hook), so the ciphertexts add up to the hooked mean."""
+        if self._initial is None:  # round 1's model is the initial one: public
+            self._initial = ArrayRecord(arrays.to_torch_state_dict())
+        sizes = np.array([self._sizes[self._partition[n]] for n in chosen], dtype=float)
+        w = sizes / sizes.sum() if self.weighted else np.full(len(sizes), 1 / max(len(sizes), 1))
+        w = w * he_protocol.scalar_hook(self.defense, server_round, len(chosen))
+        extra = {he_protocol.SUM: self._he_sum} if self._he_sum else {}
+        self.he_costs[server_round] = {
+            "bytes_down": len(chosen) * he_protocol.nbytes(self._he_sum)}
+        return [Message(RecordDict({self.arrayrecord_key: self._initial,
+                                    self.configrecord_key: ConfigRecord(
+                                        {**config, **extra, he_protocol.FACTOR: float(wi)})}),
+                        dst_node_id=n, message_type=MessageType.TRAIN)
+                for n, wi in zip(chosen, w)]
+
+    def encrypted_sum(self, server_round, contents) -> tuple:
+        """The server adds the round's ciphertexts to its running sum; the clients' model
+        (decrypted by the harness) goes on in Flower's loop, for the evaluation only."""
+        metrics = [dict(c["metrics"]) for c in contents]
+        replies = [list(c[self.configrecord_key][he_protocol.UPDATE]) for c in contents]
+        t0 = time.perf_counter()
+        self._he_sum = he_protocol.add_replies(self._he_ctx, replies, self._he_sum)
+        self.he_costs[server_round].update(
+            he_server_seconds=time.perf_counter() - t0,
+            bytes_up=sum(he_protocol.nbytes(r) for r in replies),
+            bytes_up_plain=len(replies) * he_protocol.plain_bytes(self._global))
+        view = {"updates": [None] * len(metrics), "aggregate": None, "global_before": None,
+                "hidden": "homomorphic encryption: the server holds only ciphertexts (no "
+                          "update, aggregate or model in the clear)"}
+        new_global = self.clients_model(self._he_sum) if self._he_sum else self._global
+        return self._close_round(server_round, metrics, view, new_global)
 
     def secure_round(self, server_round: int, grid, chosen: list[int],
                      config: ConfigRecord) -> tuple[dict, list[dict]]:
@@ -184,9 +241,16 @@ class DefendedFedAvg(FedAvg):
         return {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self._global.items()}
 
     def _finish_round(self, server_round, mean, metrics, received):
-        """The defense's server hooks on the mean update, the ledger, the new global model."""
+        """The defense's server hooks on the mean update, then the new global model."""
         mean = {k: v.to(self._global[k].dtype) for k, v in mean.items()}
         mean = self.defense.aggregate(mean, server_round, len(metrics))
+        view = {"updates": received or [None] * len(metrics), "aggregate": mean,
+                "global_before": dict(self._global)}
+        return self._close_round(server_round, metrics, view,
+                                 {k: self._global[k] + mean[k] for k in mean})
+
+    def _close_round(self, server_round, metrics, view, new_global):
+        """The clients' metrics, the ledger, what the server observed, the new global model."""
         self.client_metrics[server_round] = metrics
         if self.ledger is not None:
             took_part = {int(m["partition_id"]) for m in metrics}
@@ -195,10 +259,8 @@ class DefendedFedAvg(FedAvg):
         if server_round in self.observe_rounds:
             self.observed[server_round] = {
                 "clients": [int(m["partition_id"]) for m in metrics],
-                "num_examples": [int(m["num_examples"]) for m in metrics],
-                "updates": received or [None] * len(metrics),
-                "aggregate": mean, "global_before": dict(self._global)}
-        self._global = {k: self._global[k] + mean[k] for k in mean}
+                "num_examples": [int(m["num_examples"]) for m in metrics], **view}
+        self._global = new_global
         losses = [m["train_loss"] for m in metrics if "train_loss" in m]
         return ArrayRecord(self._global), MetricRecord(
             {"train_loss": float(np.mean(losses))} if losses else {})

@@ -112,6 +112,8 @@ def run(ctx: AttackContext, options: dict, *, method: str) -> list[dict]:
                          f"(observed: {sorted(ctx.observed)})")
     if not ctx.observed[rnd]["clients"]:  # Poisson client sampling drew nobody
         return [{**skipped, "skipped": f"no client took part in round {rnd}"}]
+    if ctx.observed[rnd].get("hidden"):  # homomorphic encryption: the server holds ciphertext
+        return [{**skipped, "skipped": ctx.observed[rnd]["hidden"]}]
     victim = ctx.observed[rnd]["clients"][0] if options["victim"] is None else int(options["victim"])
     shape, n_classes = _shape(ctx)
     t0 = time.time()

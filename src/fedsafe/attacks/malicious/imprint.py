@@ -139,6 +139,8 @@ def run(ctx: AttackContext, options: dict) -> list[dict]:
     sampled = ctx.observed[rnd]["clients"] if rnd in ctx.observed else []
     if rnd in ctx.observed and not sampled:  # Poisson client sampling drew nobody
         return [{**head, "n_images": 0, "skipped": f"no client took part in round {rnd}"}]
+    if ctx.observed.get(rnd, {}).get("hidden"):  # homomorphic encryption: only ciphertext
+        return [{**head, "n_images": 0, "skipped": ctx.observed[rnd]["hidden"]}]
     view = server_view(ctx, rnd, sampled[0] if sampled else 0)  # raises if never observed
     observed = "aggregate" if mode == "aggregate" else view["observed"]  # secagg: aggregate
     clients = sampled if observed == "aggregate" else sampled[:1]
