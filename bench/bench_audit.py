@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 from common import table, write
-from data import cell_files, default_config, default_spec, prepared
+from data import default_config, default_spec, prepared
 
 
 def _train(spec: dict, out: Path) -> float:
+    from fedsafe.federation.simulation import cell_files
     from fedsafe.jobs import train
 
     t0 = time.perf_counter()
@@ -81,6 +82,7 @@ def main(argv=None, **_) -> dict:
     from fedsafe.attacks import ATTACKS
     from fedsafe.attacks.context import load_context
     from fedsafe.config.specs import attack_spec, reference_spec
+    from fedsafe.federation.simulation import cell_files
     from fedsafe.jobs import reference
 
     torch.set_num_threads(2)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from common import CACHE, table, write
-from data import DATASET, cell_files, default_config, default_spec, prepared
+from data import DATASET, default_config, default_spec, prepared
 
 TARGET_POINTS = 0.02  # default PGD within 2 points of PGD-50x5
 
@@ -93,6 +93,7 @@ def main(argv=None, **_) -> dict:
     torch.set_num_threads(1)  # attack jobs run with one thread
     from fedsafe.attacks.context import load_context
     from fedsafe.attacks.evasion.run import run
+    from fedsafe.federation.simulation import cell_files
     from fedsafe.robustness import worst_case_rows
 
     cell = trained_cell()

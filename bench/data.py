@@ -9,13 +9,6 @@ from common import CACHE, ROOT
 DATASET = "pathology"
 
 
-def cell_files(folder: Path) -> dict[str, Path]:
-    """A trained cell's files in `folder`, named as rules/train.smk declares them."""
-    return {"model": folder / "model.pt", "checkpoints": folder / "checkpoints.pt",
-            "observed": folder / "observed.pt", "canaries": folder / "canaries.npz",
-            "clients": folder / "clients"}
-
-
 def default_config() -> dict:
     from fedsafe.config_check import load_config
 

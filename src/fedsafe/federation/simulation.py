@@ -146,6 +146,15 @@ def _client_logs(folder: Path) -> dict[int, dict[int, dict]]:
     return out
 
 
+def cell_files(folder: Path) -> dict[str, Path]:
+    """A trained cell's files in `folder`, named as rules/train.smk names them: the default of
+    callers outside the workflow (tests, benchmarks, the reference models' scratch cells)."""
+    folder = Path(folder)
+    return {"model": folder / "model.pt", "checkpoints": folder / "checkpoints.pt",
+            "observed": folder / "observed.pt", "canaries": folder / "canaries.npz",
+            "clients": folder / "clients"}
+
+
 def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: int = 0,
                files: dict | None = None) -> dict:
     """Train one cell; writes the final model, the checkpoints ({round: global weights}), the
@@ -162,9 +171,7 @@ def train_cell(data_dir: Path, spec: dict, out_dir: Path, cpus: int = 1, gpus: i
     (`history`) and, if the privacy budget ended training early, `stopped`."""
     t0 = time.time()
     fed = spec["federation"]
-    files = {k: Path(out_dir) / f"{k}.pt" for k in ("model", "checkpoints", "observed")
-             } | {"canaries": Path(out_dir) / "canaries.npz", "clients": Path(out_dir) / "clients"
-                  } | {k: Path(v) for k, v in (files or {}).items()}
+    files = cell_files(out_dir) | {k: Path(v) for k, v in (files or {}).items()}
     client_logs = files["clients"].resolve()  # absolute: Ray workers have their own cwd
     spec = {**spec, "data_dir": str(data_dir), "device": pick_device(fed["device"]),
             "backend": fed.get("backend", "inprocess"), "client_log_dir": str(client_logs)}
